@@ -1,0 +1,42 @@
+"""The drivers: implementations of the store and queue seams, by name.
+
+A fixed registry: ``driver.name`` must be one of ``DRIVERS``; anything else
+was already refused by the configuration.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet.interfaces import IReactorCore
+
+from profiled.config import Settings
+from profiled.interfaces import IQueue, IStore
+
+DRIVERS = ("local", "aws")
+
+#: Key prefixes inside the private store.
+ORIGINALS = "originals/"
+FAILURES = "failures/"
+
+
+@attrs.frozen
+class Drivers:
+    """The two stores and the queue one deployment uses."""
+
+    private: IStore
+    public: IStore
+    queue: IQueue
+
+
+def build_drivers(settings: Settings, reactor: IReactorCore) -> Drivers:
+    """Make the stores and queue that ``settings`` names."""
+    name = settings.driver.name
+    if name == "local":
+        from profiled.drivers.local import build_local
+
+        return build_local(settings, reactor)
+    if name == "aws":
+        from profiled.drivers.aws import build_aws
+
+        return build_aws(settings, reactor)
+    raise ValueError(f"driver.name: unknown driver {name!r}")

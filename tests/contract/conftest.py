@@ -1,0 +1,82 @@
+"""Driver factories for the contract suites.
+
+Each factory makes a fresh, empty store or queue. A driver joins the
+contract by adding a factory here; every test in test_store_contract.py and
+test_queue_contract.py then runs against it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from twisted.internet import reactor
+
+from profiled.drivers.memory import MemoryQueue, MemoryStore
+from profiled.interfaces import IQueue, IStore
+
+StoreFactory = Callable[[], Awaitable[IStore]]
+QueueFactory = Callable[[int, int], Awaitable[IQueue]]
+
+_counter = itertools.count()
+
+
+def _memory_store(tmp_path: Path) -> StoreFactory:
+    async def make() -> IStore:
+        return MemoryStore()
+
+    return make
+
+
+def _local_store(tmp_path: Path) -> StoreFactory:
+    async def make() -> IStore:
+        from profiled.drivers.local.store import LocalStore
+
+        return LocalStore(tmp_path / f"store{next(_counter)}", reactor=reactor)
+
+    return make
+
+
+def _memory_queue(tmp_path: Path) -> QueueFactory:
+    async def make(visibility_timeout: int, max_receives: int) -> IQueue:
+        return MemoryQueue(reactor, visibility_timeout, max_receives)
+
+    return make
+
+
+def _local_queue(tmp_path: Path) -> QueueFactory:
+    async def make(visibility_timeout: int, max_receives: int) -> IQueue:
+        from profiled.drivers.local.queue import LocalQueue
+
+        return LocalQueue(
+            tmp_path / f"queue{next(_counter)}",
+            reactor=reactor,
+            visibility_timeout=visibility_timeout,
+            max_receives=max_receives,
+        )
+
+    return make
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {
+    "memory": _memory_store,
+    "local": _local_store,
+}
+QUEUE_FACTORIES: dict[str, Callable[[Path], QueueFactory]] = {
+    "memory": _memory_queue,
+    "local": _local_queue,
+}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A factory of fresh stores of each driver in turn."""
+    return STORE_FACTORIES[request.param](tmp_path)
+
+
+@pytest.fixture(params=sorted(QUEUE_FACTORIES))
+def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> QueueFactory:
+    """A factory of fresh queues of each driver in turn."""
+    return QUEUE_FACTORIES[request.param](tmp_path)
