@@ -14,10 +14,6 @@ from profiled.interfaces import IQueue, IStore
 
 DRIVERS = ("local", "aws")
 
-#: Key prefixes inside the private store.
-ORIGINALS = "originals/"
-FAILURES = "failures/"
-
 
 @attrs.frozen
 class Drivers:

@@ -1,0 +1,58 @@
+"""The root resource of a listener: which paths go to which role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request as WebRequest
+
+from profiled.web import errors
+
+
+class NotFoundPage(Resource):
+    """The JSON 404 of anything no role claims."""
+
+    isLeaf = True
+
+    def render(self, request: WebRequest) -> bytes:
+        error = errors.not_found("no such resource")
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"cache-control", b"public, max-age=60")
+        return error.body()
+
+
+class Root(Resource):
+    """Dispatches on the first path segment.
+
+    ``/v1/...`` goes to the upload API (a Klein resource that routes on the
+    whole path, so the segment is put back), ``/a/...`` to the image proxy,
+    the operations endpoints to theirs, ``/`` to the try-it page if served.
+    """
+
+    def __init__(
+        self,
+        children: dict[bytes, IResource],
+        api: IResource | None = None,
+        index: IResource | None = None,
+    ) -> None:
+        super().__init__()
+        self.named = children
+        self.api = api
+        self.index = index
+        self.missing = NotFoundPage()
+
+    def getChild(self, path: bytes, request: WebRequest) -> Any:
+        if path in self.named:
+            return self.named[path]
+        if path == b"v1" and self.api is not None:
+            request.postpath.insert(0, request.prepath.pop())
+            return self.api
+        if path == b"" and not request.postpath and self.index is not None:
+            return self.index
+        return self.missing
+
+    def render(self, request: WebRequest) -> bytes:
+        return self.missing.render(request)

@@ -1,0 +1,163 @@
+"""A twisted.web Request that does not buffer bodies blindly.
+
+Stock twisted.web reads a whole request body (into memory or a temp file,
+of any size) before any resource sees the request. Here the body goes to an
+``UploadSpool`` (for ``POST /v1/images``) or a small capped buffer (for
+everything else) as it arrives, so that:
+
+- a Content-Length over the limit is answered 413 before the body is read;
+- a chunked body is cut off as soon as it passes the limit;
+- a body whose first bytes are not an accepted image, or whose header
+  breaks a limit, is refused without reading (or storing) the rest;
+- a body that trickles in too slowly is cut off after ``body_timeout``.
+
+Such early answers are written straight to the transport with
+``Connection: close``; the connection then lingers briefly, discarding
+what the client still sends, so that the client reads the answer instead
+of a connection reset (nginx's "lingering close").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.web import server
+
+from profiled.crunch.sniff import ImageLimits
+from profiled.web import errors
+from profiled.web.errors import APIError
+from profiled.web.spool import SmallBody, UploadSpool
+
+UPLOAD_PATH = b"/v1/images"
+
+
+@attrs.frozen
+class BodyPolicy:
+    """How request bodies are received; one per listener."""
+
+    max_bytes: int
+    limits: ImageLimits
+    formats: tuple[str, ...]
+    body_timeout: float = 60.0
+    small_body_bytes: int = 64 * 1024
+    spool_dir: str | None = None
+    #: Seconds to keep reading (and dropping) after an early answer.
+    linger: float = 2.0
+    #: Called with each early answer's status, for metrics.
+    on_early_answer: Callable[[APIError], None] | None = None
+
+
+class ProfiledSite(server.Site):
+    """A Site whose requests follow a BodyPolicy."""
+
+    def __init__(self, resource, policy: BodyPolicy, reactor: IReactorTime, **kw) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(
+            resource, requestFactory=ProfiledRequest, parsePOSTFormSubmission=False, **kw
+        )
+        self.body_policy = policy
+        self.reactor = reactor
+
+
+class ProfiledRequest(server.Request):
+    """Receives bodies under the site's BodyPolicy (see the module docstring)."""
+
+    _log = Logger()
+    answered_early: APIError | None = None
+    body_error: APIError | None = None
+    _dropped = 0
+    _body_timer: IDelayedCall | None = None
+    _linger_timer: IDelayedCall | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        site = self.channel.site
+        policy: BodyPolicy = site.body_policy
+        method = getattr(self.channel, "_command", b"")
+        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
+        if method == b"POST" and path == UPLOAD_PATH:
+            limit = policy.max_bytes
+            content_type = self.requestHeaders.getRawHeaders(b"content-type", [b""])[0]
+            self.content = UploadSpool(
+                policy.max_bytes,
+                policy.limits,
+                policy.formats,
+                content_type.decode("latin-1"),
+                policy.spool_dir,
+            )
+        else:
+            limit = policy.small_body_bytes
+            self.content = SmallBody(limit)
+        if length is not None and length > limit:
+            self.answer_early(errors.too_large(limit))
+            return
+        if self.content.error is not None:
+            self.answer_early(self.content.error)
+            return
+        if length != 0:
+            self._body_timer = site.reactor.callLater(policy.body_timeout, self._too_slow)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.answered_early is not None:
+            # Lingering: drop what still comes, but not for ever.
+            self._dropped += len(data)
+            if self._dropped > self.channel.site.body_policy.max_bytes:
+                self.channel.transport.abortConnection()
+            return
+        self.content.write(data)
+        if self.content.error is not None:
+            self.answer_early(self.content.error)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._cancel(self._body_timer)
+        if self.answered_early is not None:
+            self.channel.transport.loseConnection()
+            return
+        #: The verdict on the body (None: accepted), for the resource to act on.
+        self.body_error = self.content.finish()
+        super().requestReceived(command, path, version)
+
+    def answer_early(self, error: APIError) -> None:
+        """Answer now, before the body is complete, and close after lingering."""
+        if self.answered_early is not None:
+            return
+        self.answered_early = error
+        self._cancel(self._body_timer)
+        # Twisted would otherwise send "100 Continue" after our answer.
+        self.requestHeaders.removeHeader(b"expect")
+        policy: BodyPolicy = self.channel.site.body_policy
+        if policy.on_early_answer is not None:
+            policy.on_early_answer(error)
+        self._log.info(
+            "refused {method} {path} early: {code} {message}",
+            method=getattr(self.channel, "_command", b"").decode("latin-1"),
+            path=getattr(self.channel, "_path", b"")[:200].decode("latin-1"),
+            code=error.code,
+            message=error.message,
+        )
+        self.channel.transport.write(error.raw_response())
+        self.channel.persistent = False
+        self._linger_timer = self.channel.site.reactor.callLater(
+            policy.linger, self.channel.transport.loseConnection
+        )
+
+    def _too_slow(self) -> None:
+        self._body_timer = None
+        if self.answered_early is None:
+            self.answer_early(errors.timed_out())
+            self._cancel(self._linger_timer)
+            self.channel.transport.loseConnection()
+
+    def connectionLost(self, reason: object) -> None:
+        self._cancel(self._body_timer)
+        self._cancel(self._linger_timer)
+        close = getattr(self.content, "close", None)
+        if close is not None and self.answered_early is not None:
+            close()
+        super().connectionLost(reason)
+
+    @staticmethod
+    def _cancel(call: IDelayedCall | None) -> None:
+        if call is not None and call.active():
+            call.cancel()
