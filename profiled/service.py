@@ -20,7 +20,6 @@ from twisted.logger import ILogObserver, Logger
 from twisted.web.resource import IResource
 
 from profiled.config import Settings
-from profiled.crunch.pool import CrunchPool
 from profiled.crunch.sniff import ImageLimits
 from profiled.drivers import Drivers, build_drivers
 from profiled.images import Layout
@@ -30,7 +29,6 @@ from profiled.ops.metrics import InstrumentedQueue, InstrumentedStore, Metrics
 from profiled.proxy.resource import ImageProxy
 from profiled.root import Root
 from profiled.web.request import BodyPolicy, ProfiledSite
-from profiled.worker.service import WorkerService
 
 log = Logger()
 
@@ -65,13 +63,20 @@ def instrumented(drivers: Drivers, metrics: Metrics) -> Drivers:
 
 
 def make_service(
-    settings: Settings, reactor: IReactorCore, drivers: Drivers | None = None
+    settings: Settings,
+    reactor: IReactorCore,
+    drivers: Drivers | None = None,
+    roles: set[str] | None = None,
 ) -> ProfiledService:
-    """Build every service the configured role needs."""
+    """Build every service the configured role needs.
+
+    ``drivers`` and ``roles`` are for tests: other drivers than the
+    configured ones, or a subset of the roles of ``--role=all``.
+    """
     top = ProfiledService(settings)
     metrics = Metrics()
     drivers = instrumented(drivers or build_drivers(settings, reactor), metrics)
-    roles = roles_of(settings)
+    roles = roles if roles is not None else roles_of(settings)
     layout = Layout(settings.images.variants)
 
     checks: dict[str, Any] = {}
@@ -83,6 +88,9 @@ def make_service(
     children: dict[bytes, IResource] = dict(ops_children(metrics, checks))
 
     if "worker" in roles:
+        from profiled.crunch.pool import CrunchPool
+        from profiled.worker.service import WorkerService
+
         concurrency = settings.worker.concurrency or os.cpu_count() or 1
         pool = CrunchPool(
             reactor,
