@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet import reactor
 
 from profiled.drivers.memory import MemoryQueue, MemoryStore
 from profiled.interfaces import IQueue, IStore
+from tests.contract import aws_factories
 
 StoreFactory = Callable[[], Awaitable[IStore]]
 QueueFactory = Callable[[int, int], Awaitable[IQueue]]
@@ -60,23 +62,42 @@ def _local_queue(tmp_path: Path) -> QueueFactory:
     return make
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], StoreFactory]] = {
+STORE_FACTORIES: dict[str, Callable[..., StoreFactory]] = {
     "memory": _memory_store,
     "local": _local_store,
+    "s3-moto": aws_factories.s3_store,
+    "s3-seaweedfs": aws_factories.s3_store,
 }
-QUEUE_FACTORIES: dict[str, Callable[[Path], QueueFactory]] = {
+QUEUE_FACTORIES: dict[str, Callable[..., QueueFactory]] = {
     "memory": _memory_queue,
     "local": _local_queue,
+    "sqs-moto": aws_factories.sqs_queue,
 }
+#: Drivers whose factory also takes a session server (tests/aws_servers.py),
+#: by the name of its fixture; their tests are marked ``aws``.
+SERVERS = {"s3-moto": "moto_server", "s3-seaweedfs": "seaweedfs_server", "sqs-moto": "moto_server"}
 
 
-@pytest.fixture(params=sorted(STORE_FACTORIES))
+def _params(names: dict[str, object]) -> list[object]:
+    return [pytest.param(n, marks=pytest.mark.aws) if n in SERVERS else n for n in sorted(names)]
+
+
+def _factory(
+    registry: dict[str, Callable[..., object]], request: pytest.FixtureRequest, tmp_path: Path
+) -> Any:
+    make = registry[request.param]
+    if request.param in SERVERS:
+        return make(tmp_path, request.getfixturevalue(SERVERS[request.param]))
+    return make(tmp_path)
+
+
+@pytest.fixture(params=_params(STORE_FACTORIES))
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """A factory of fresh stores of each driver in turn."""
-    return STORE_FACTORIES[request.param](tmp_path)
+    return _factory(STORE_FACTORIES, request, tmp_path)
 
 
-@pytest.fixture(params=sorted(QUEUE_FACTORIES))
+@pytest.fixture(params=_params(QUEUE_FACTORIES))
 def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> QueueFactory:
     """A factory of fresh queues of each driver in turn."""
-    return QUEUE_FACTORIES[request.param](tmp_path)
+    return _factory(QUEUE_FACTORIES, request, tmp_path)
