@@ -37,6 +37,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web import client as web_client
 from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
 
 from profiled.drivers.aws.signing import sign
 from profiled.errors import NotFound, ProfiledError, Unavailable
@@ -341,6 +342,32 @@ def _source_error(failure_value: BaseException) -> BaseException | None:
     return None
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A small in-memory body (SQS JSON, bucket configuration), written in one go.
+
+    treq would wrap bytes in a FileBodyProducer on the global cooperator;
+    writing at once is simpler and keeps the client on its injected clock.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
 @attrs.define
 class Response:
     """A successful answer: status, lower-cased headers, and the body or the stream."""
@@ -419,12 +446,12 @@ class AwsClient:
                     stream,
                     self.timeout + extra_timeout,
                 )
-            except AwsUnavailable as e:
-                last = e
-            except TRANSIENT_EXCEPTIONS as e:
+            except Exception as e:
                 inner = _source_error(e)
                 if inner is not None:
                     raise SourceError(str(inner)) from inner
+                if not isinstance(e, (AwsUnavailable, *TRANSIENT_EXCEPTIONS)):
+                    raise
                 last = e
         if isinstance(last, AwsUnavailable):
             raise last
@@ -457,7 +484,7 @@ class AwsClient:
             body=b"" if producer is not None else body,
             payload_hash=payload_hash,
         )
-        data: Any = producer() if producer is not None else (body or None)
+        data: Any = producer() if producer is not None else (_BytesProducer(body) if body else None)
         d = self.http.request(
             method,
             url,

@@ -228,10 +228,14 @@ class S3Store:
     or a compatible server's); objects live at ``<endpoint>/<bucket>/<key>``.
     """
 
-    def __init__(self, client: AwsClient, endpoint: str, bucket: str) -> None:
+    def __init__(
+        self, client: AwsClient, endpoint: str, bucket: str, cooperator: Any = task
+    ) -> None:
         self.client = client
         self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
+        #: Schedules the chunked reads of a PUT body (a test passes its own).
+        self.cooperator = cooperator
 
     def _url(self, key: str | None = None) -> str:
         return object_url(self.endpoint, self.bucket, key)
@@ -272,7 +276,9 @@ class S3Store:
         start = source.tell() if seekable else 0
 
         def producer() -> IBodyProducer:
-            return _FileProducer(source, length, start if seekable else None)
+            return _FileProducer(
+                source, length, start if seekable else None, cooperator=self.cooperator
+            )
 
         response = await self.client.request(
             "s3",
