@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from profiled.drivers.aws.client import AwsClient, AwsError
-from profiled.errors import LostClaim
+from profiled.errors import ConfigError, LostClaim
 from profiled.interfaces import IQueue, Message, QueueStats
 
 log = Logger()
@@ -260,6 +260,105 @@ class SQSQueue:
 
     async def _ping(self) -> None:
         await self._attributes(self.queue_url, ["QueueArn"])
+
+    # -- dead letters (the admin command) ------------------------------------
+
+    def _dead_letter_url(self) -> str:
+        if not self.dead_letter_queue_url:
+            raise ConfigError(
+                "aws.dead_letter_queue_url: needed to look at dead letters "
+                "(profiled-admin setup-aws prints it)"
+            )
+        return self.dead_letter_queue_url
+
+    async def _scan_dead(self) -> list[dict[str, Any]]:
+        """Receive every dead letter once (hidden for a while); stop at the first repeat."""
+        dead_url = self._dead_letter_url()
+        seen: dict[str, dict[str, Any]] = {}
+        while True:
+            result = await self.call(
+                "ReceiveMessage",
+                {
+                    "QueueUrl": dead_url,
+                    "MaxNumberOfMessages": MAX_BATCH,
+                    # A short long-poll asks every SQS server, not a sample.
+                    "WaitTimeSeconds": 1,
+                    "VisibilityTimeout": 60,
+                    "AttributeNames": ["ApproximateReceiveCount", "SentTimestamp"],
+                },
+                wait=1,
+            )
+            batch = result.get("Messages") or []
+            fresh = [m for m in batch if m["MessageId"] not in seen]
+            for m in fresh:
+                seen[m["MessageId"]] = m
+            if not fresh:
+                return list(seen.values())
+
+    async def _unhide(self, url: str, handles: list[str]) -> None:
+        for handle in handles:
+            try:
+                await self.call(
+                    "ChangeMessageVisibility",
+                    {"QueueUrl": url, "ReceiptHandle": handle, "VisibilityTimeout": 0},
+                )
+            except AwsError as e:
+                log.warn("could not unhide a dead letter: {error}", error=e)
+
+    def list_dead(self) -> Deferred[list[dict[str, Any]]]:
+        """The dead letters, oldest first: msgid, body, receive_count, sent_at, dead_at.
+
+        SQS has no way to peek: each message is received and made visible
+        again at once. ``receive_count`` leaves out this look's own receive;
+        ``dead_at`` is None (SQS does not say when it moved a message).
+        """
+        return Deferred.fromCoroutine(self._list_dead())
+
+    async def _list_dead(self) -> list[dict[str, Any]]:
+        raw = await self._scan_dead()
+        await self._unhide(self._dead_letter_url(), [m["ReceiptHandle"] for m in raw])
+        out = []
+        for m in raw:
+            attributes = m.get("Attributes") or {}
+            out.append(
+                {
+                    "msgid": m["MessageId"],
+                    "body": m.get("Body"),
+                    "receive_count": max(0, int(attributes.get("ApproximateReceiveCount", 1)) - 1),
+                    "sent_at": int(attributes.get("SentTimestamp", 0)) / 1000.0,
+                    "dead_at": None,
+                }
+            )
+        return sorted(out, key=lambda d: d["sent_at"])
+
+    def redrive_dead(self, msgid: str | None = None) -> Deferred[int]:
+        """Send dead letters (all, or the one ``msgid``) back to the queue; return the count.
+
+        Each is sent anew (its receive count starts again) and only then
+        deleted from the dead-letter queue: a crash in between duplicates a
+        job, which the worker's idempotence makes harmless, and never loses one.
+        """
+        return Deferred.fromCoroutine(self._redrive_dead(msgid))
+
+    async def _redrive_dead(self, msgid: str | None) -> int:
+        dead_url = self._dead_letter_url()
+        raw = await self._scan_dead()
+        keep = [m["ReceiptHandle"] for m in raw if msgid is not None and m["MessageId"] != msgid]
+        moved = 0
+        try:
+            for m in raw:
+                if msgid is not None and m["MessageId"] != msgid:
+                    continue
+                await self.call(
+                    "SendMessage", {"QueueUrl": self.queue_url, "MessageBody": m["Body"]}
+                )
+                await self.call(
+                    "DeleteMessage", {"QueueUrl": dead_url, "ReceiptHandle": m["ReceiptHandle"]}
+                )
+                moved += 1
+        finally:
+            await self._unhide(dead_url, keep)
+        return moved
 
 
 async def create_queue(
