@@ -163,7 +163,7 @@ class LocalQueue:
         sweep_tmp(self.tmp)
 
     def _now_ms(self) -> int:
-        return int(self.reactor.seconds() * 1000)
+        return _ms(self.reactor.seconds())
 
     def _warn(self, fmt: str, **kw: Any) -> None:
         """Log from a pool thread: the log observers belong to the reactor thread."""
@@ -175,9 +175,9 @@ class LocalQueue:
         if not isinstance(body, str):
             return defer.fail(TypeError(f"body must be str, not {type(body).__name__}"))
         now = self.reactor.seconds()
-        now_ms = int(now * 1000)
+        now_ms = _ms(now)
         msgid = f"{now_ms:013d}{secrets.token_hex(8)}"
-        name = _Name(now_ms + int(max(0.0, delay) * 1000), msgid, 0)
+        name = _Name(now_ms + _ms(max(0.0, delay)), msgid, 0)
         content = json.dumps({"body": body, "sent_at": now}).encode("utf-8")
         return self._blocking(self._send, name, content)
 
@@ -209,7 +209,7 @@ class LocalQueue:
         recover = self._last_recover is None or now - self._last_recover >= RECOVER_INTERVAL
         if recover:
             self._last_recover = now
-        return self._blocking(self._claim_sync, max_messages, int(now * 1000), recover)
+        return self._blocking(self._claim_sync, max_messages, _ms(now), recover)
 
     def _claim_sync(self, max_messages: int, now_ms: int, recover: bool) -> list[Message]:
         if recover:
@@ -231,7 +231,7 @@ class LocalQueue:
                         count=name.count,
                     )
                 continue
-            handle = str(name.at(now_ms + int(self.visibility_timeout * 1000), name.count + 1))
+            handle = str(name.at(now_ms + _ms(self.visibility_timeout), name.count + 1))
             if not _rename(self.new / entry, self.claimed / handle):
                 continue  # another receiver won this one
             try:
@@ -273,7 +273,7 @@ class LocalQueue:
         """Put every expired claim back now; return how many (receive does it too)."""
         now = self.reactor.seconds()
         self._last_recover = now
-        return self._blocking(self._recover_sync, int(now * 1000))
+        return self._blocking(self._recover_sync, _ms(now))
 
     def _claimed_name(self, message: Message) -> _Name:
         name = _Name.parse(message.handle)
@@ -294,7 +294,7 @@ class LocalQueue:
             name = self._claimed_name(message)
         except Exception:
             return defer.fail()
-        target = self.new / str(name.at(self._now_ms() + int(max(0.0, delay) * 1000)))
+        target = self.new / str(name.at(self._now_ms() + _ms(max(0.0, delay))))
         d = self._blocking(_rename, self.claimed / message.handle, target)
         return d.addCallback(lambda _: None)
 
@@ -303,7 +303,7 @@ class LocalQueue:
             name = self._claimed_name(message)
         except Exception:
             return defer.fail()
-        handle = str(name.at(self._now_ms() + int(max(0.0, timeout) * 1000)))
+        handle = str(name.at(self._now_ms() + _ms(max(0.0, timeout))))
 
         def moved(ok: bool) -> Message:
             if not ok:
@@ -404,6 +404,11 @@ class LocalQueue:
         if moved:
             fsync_dir(self.new)
         return moved
+
+
+def _ms(seconds: float) -> int:
+    """Seconds to the whole milliseconds of spool names (rounded: 0.001 s is 1 ms)."""
+    return round(seconds * 1000)
 
 
 def _rename(source: Path, target: Path) -> bool:

@@ -118,9 +118,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def make_dirs(*paths: Path) -> None:
-    """Create directories (and parents) with the driver's permissions."""
+    """Create directories and their missing parents, all with ``DIR_MODE``.
+
+    (``mkdir -p`` would give the parents, the data directory included, the
+    default mode: often world-readable.)
+    """
     for path in paths:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        missing = []
+        while not path.is_dir():
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            directory.mkdir(mode=DIR_MODE, exist_ok=True)
 
 
 def sweep_tmp(tmp: Path, max_age: float = STALE_TMP_SECONDS) -> int:
@@ -256,6 +265,9 @@ class _FileProducer:
 
     def _failed(self, failure: Failure) -> None:
         self.reading = False
+        if self.finished:
+            self.file.close()
+            return
         self._finish(failure)
 
     def _finish(self, result: Failure | None) -> None:
