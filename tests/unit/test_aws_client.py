@@ -193,6 +193,23 @@ def test_put_retries_rewind_the_source():
     assert [s.body for s in script.seen] == [b"data", b"data"]
 
 
+class _Spool:
+    """A file-like object with read/seek/tell but no seekable(), like the upload spool."""
+
+    def __init__(self, data: bytes) -> None:
+        self._f = io.BytesIO(data)
+        self.read, self.seek, self.tell = self._f.read, self._f.seek, self._f.tell
+
+
+def test_put_retries_a_duck_typed_seekable_source():
+    """A source with seek and tell but no seekable() is still rewound for a retry."""
+    store, script, agent, clock = setup_store(UNAVAILABLE, OK)
+    d = store.put("k", _Spool(b"spooled"), 7, "image/png")  # type: ignore[arg-type]
+    settle(agent, clock, d, step=0.5)
+    result(d)
+    assert [s.body for s in script.seen] == [b"spooled", b"spooled"]
+
+
 def test_put_from_a_short_source_fails_without_retry():
     """A source that ends before `length` is the caller's error, not retried."""
     store, _, agent, clock = setup_store(OK, OK)

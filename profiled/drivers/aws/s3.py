@@ -362,10 +362,20 @@ class S3Store:
 
 
 def _seekable(source: BinaryIO) -> bool:
-    try:
-        if not source.seekable():
+    """Whether ``source`` can be rewound for a retry.
+
+    Duck-typed: a file-like object with ``tell`` and ``seek`` counts even
+    without ``seekable()`` (the web role's upload spool is one).
+    """
+    seekable = getattr(source, "seekable", None)
+    if seekable is not None:
+        try:
+            if not seekable():
+                return False
+        except (OSError, ValueError):
             return False
+    try:
         source.tell()
     except (AttributeError, OSError, ValueError):
         return False
-    return True
+    return callable(getattr(source, "seek", None))
