@@ -14,11 +14,14 @@ import pytest
 
 pytestmark = pytest.mark.aws
 
+#: The code under test, first on the path even when profiled is not installed.
+REPO = str(Path(__file__).resolve().parents[2])
+
 
 def admin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "profiled.admin", *args],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "PYTHONPATH": REPO},
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,11 +14,14 @@ from twisted.internet import reactor
 
 from profiled.admin import main
 
+#: The code under test, first on the path even when profiled is not installed.
+REPO = str(Path(__file__).resolve().parents[2])
+
 
 def admin(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "profiled.admin", *args],
-        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true"},
+        env={**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": REPO},
         capture_output=True,
         text=True,
         timeout=120,
