@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +68,9 @@ class SpoolTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = InlineReactor()
-        self.root = Path(self.mktemp())
+        # Not self.mktemp(): that puts its directories in the working directory.
+        self.root = Path(tempfile.mkdtemp(prefix="local-queue-")) / "queue"
+        self.addCleanup(shutil.rmtree, self.root.parent, True)
         self.queue = self.make()
 
     def make(self, visibility_timeout: float = 30, max_receives: int = 3) -> LocalQueue:
