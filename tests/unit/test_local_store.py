@@ -414,3 +414,24 @@ def test_construction_sweeps_only_stale_temp_files(root):
     os.utime(stale, (0, 0))
     LocalStore(root, reactor=reactor)
     assert sorted(os.listdir(root / "tmp")) == ["fresh.tmp"]
+
+
+def test_build_local_lays_out_the_data_dir(tmp_path):
+    """build_local makes both stores and the queue under data_dir, with the worker's limits."""
+    from dataclasses import replace
+
+    from profiled.config import Settings
+    from profiled.drivers.local import LocalQueue, build_local
+
+    settings = Settings()
+    settings = replace(
+        settings,
+        local=replace(settings.local, data_dir=str(tmp_path / "var")),
+        worker=replace(settings.worker, visibility_timeout=45, max_attempts=7),
+    )
+    drivers = build_local(settings, reactor)
+    assert drivers.private.root == tmp_path / "var" / "private"
+    assert drivers.public.root == tmp_path / "var" / "public"
+    assert isinstance(drivers.queue, LocalQueue)
+    assert (drivers.queue.visibility_timeout, drivers.queue.max_receives) == (45, 7)
+    assert sorted(os.listdir(tmp_path / "var")) == ["private", "public", "queue"]
