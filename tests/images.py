@@ -534,6 +534,23 @@ def declared_png(width: int = 30000, height: int = 30000) -> bytes:
     )
 
 
+def memory_bomb_png(width: int = 6000, height: int = 6000) -> bytes:
+    """A valid, fully transparent RGBA PNG: under 1 MB on disk, width*height*4 bytes decoded.
+
+    Within the default pixel limit, so only a memory limit stops it.
+    """
+    row = bytes(1 + width * 4)
+    z = zlib.compressobj(1)
+    data = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", data)
+        + _png_chunk(b"IEND")
+    )
+
+
 def declared_jpeg(width: int = 30000, height: int = 30000) -> bytes:
     """A tiny JPEG whose frame header declares a huge image.
 
