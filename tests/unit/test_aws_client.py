@@ -481,6 +481,17 @@ def test_no_credentials_is_access_denied():
         result(source.get())
 
 
+def test_a_failing_credential_service_is_unavailable():
+    """When the metadata service or STS fails, calls fail as Unavailable, to be retried."""
+
+    def resolve():  # type: ignore[no-untyped-def]
+        raise ConnectionError("metadata service timed out")
+
+    source = CredentialSource(resolve, run_in_thread=inline)
+    with pytest.raises(Unavailable, match="metadata service timed out"):
+        result(source.get())
+
+
 @pytest_twisted.ensureDeferred
 async def test_refresh_runs_off_the_reactor_thread():
     """Expiring credentials are refreshed in a worker thread, never on the reactor."""

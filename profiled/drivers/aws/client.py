@@ -26,6 +26,7 @@ from xml.etree import ElementTree
 import attrs
 import treq
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 from botocore.loaders import create_loader
 from botocore.regions import EndpointResolver
 from treq.client import HTTPClient
@@ -263,7 +264,22 @@ class CredentialSource:
         return isinstance(creds, RefreshableCredentials) and creds.refresh_needed()
 
     def _load(self) -> ReadOnlyCredentials:
-        """Runs in a thread: resolve the chain once, then refresh as needed."""
+        """Runs in a thread: resolve the chain once, then refresh as needed.
+
+        A chain that is misconfigured is ``AccessDenied`` (an operator must
+        act); one that fails to answer (the metadata service, STS) is
+        ``Unavailable`` (the next call tries again).
+        """
+        try:
+            return self._load_or_refresh()
+        except (AccessDenied, NoCredentialsError, PartialCredentialsError) as e:
+            if isinstance(e, AccessDenied):
+                raise
+            raise AccessDenied("NoCredentials", str(e)) from e
+        except Exception as e:
+            raise Unavailable(f"AWS credentials could not be fetched: {e}") from e
+
+    def _load_or_refresh(self) -> ReadOnlyCredentials:
         if self._credentials is None:
             creds = self._resolve()
             if creds is None:
