@@ -28,6 +28,7 @@ from profiled.ops.logging import LEVELS, MozlogObserver
 from profiled.ops.metrics import InstrumentedQueue, InstrumentedStore, Metrics
 from profiled.proxy.resource import ImageProxy
 from profiled.root import Root
+from profiled.web.drain import DrainService
 from profiled.web.request import BodyPolicy, ProfiledSite
 
 log = Logger()
@@ -137,6 +138,7 @@ def make_service(
     role_for_listener = "web" if settings.role == "all" else settings.role
     endpoint = serverFromString(reactor, settings.listen_for(role_for_listener))
     StreamServerEndpointService(endpoint, site).setServiceParent(top)
+    DrainService(site, reactor).setServiceParent(top)
     return top
 
 

@@ -59,6 +59,13 @@ class ProfiledSite(server.Site):
         )
         self.body_policy = policy
         self.reactor = reactor
+        #: Requests received and not yet answered (for a graceful stop).
+        self.active: set[ProfiledRequest] = set()
+
+    def track(self, request: ProfiledRequest) -> None:
+        """Count ``request`` as in flight until it is answered or its client goes."""
+        self.active.add(request)
+        request.notifyFinish().addBoth(lambda _: self.active.discard(request))
 
 
 class ProfiledRequest(server.Request):
@@ -73,6 +80,7 @@ class ProfiledRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         site = self.channel.site
+        site.track(self)
         policy: BodyPolicy = site.body_policy
         method = getattr(self.channel, "_command", b"")
         path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
