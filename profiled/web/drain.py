@@ -33,12 +33,11 @@ class DrainService(Service):
         return Deferred.fromCoroutine(self._drain())
 
     async def _drain(self) -> None:
-        waited = 0.0
+        deadline = self.clock.seconds() + self.grace
         if self.site.active:
             self.log.info("waiting for {n} request(s) in flight", n=len(self.site.active))
-        while self.site.active and waited < self.grace:
+        while self.site.active and self.clock.seconds() < deadline:
             await deferLater(self.clock, self.poll, lambda: None)
-            waited += self.poll
         if self.site.active:
             self.log.warn(
                 "stopping with {n} request(s) unfinished after {s}s",

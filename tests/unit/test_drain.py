@@ -23,10 +23,10 @@ def test_stop_waits_for_upload_in_flight():
     drain = DrainService(h.site, h.clock, grace=15)
     drain.startService()
     stopped = drain.stopService()
-    h.clock.advance(1)
+    h.clock.pump([0.1] * 10)
     assert not stopped.called
     proto.dataReceived(data[100:])
-    h.clock.advance(0.2)
+    h.clock.pump([0.1, 0.1])
     assert stopped.called
     [r] = parse_responses(transport.value())
     assert r.status == 202
@@ -40,9 +40,9 @@ def test_stop_is_bounded():
     drain = DrainService(h.site, h.clock, grace=5)
     drain.startService()
     stopped = drain.stopService()
-    h.clock.advance(4.9)
+    h.clock.pump([0.1] * 48)
     assert not stopped.called
-    h.clock.advance(0.3)
+    h.clock.pump([0.1] * 4)
     assert stopped.called
 
 
