@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 import attrs
-from PIL import Image, ImageCms, ImageFile, features
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from profiled.crunch.sniff import (
     FORMATS,
@@ -319,7 +319,7 @@ def _render(
         raise CrunchFailed("out_of_memory", "ran out of memory while decoding") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise CrunchFailed("too_many_pixels", "over the pixel limit") from None
-    except Image.UnidentifiedImageError:
+    except UnidentifiedImageError:
         raise CrunchFailed("corrupt", f"not a valid {fmt} file") from None
     except _DECODE_ERRORS as e:
         raise CrunchFailed("corrupt", _short(e, fmt)) from None
@@ -337,48 +337,48 @@ def _short(e: BaseException, fmt: str) -> str:
 def _render_unchecked(
     f: IO[bytes], fmt: str, spec: CrunchSpec
 ) -> tuple[tuple[int, int], str, list[tuple[str, Image.Image]]]:
-    im = Image.open(f, formats=[_PILLOW_FORMATS[fmt]])
-    if _FROM_PILLOW.get(im.format or "") != fmt:
+    opened = Image.open(f, formats=[_PILLOW_FORMATS[fmt]])
+    if _FROM_PILLOW.get(opened.format or "") != fmt:
         raise CrunchFailed("corrupt", f"not a valid {fmt} file")
-    _check_size(im.width, im.height, 1, spec.limits)
-    frames = getattr(im, "n_frames", 1)
+    _check_size(opened.width, opened.height, 1, spec.limits)
+    frames = getattr(opened, "n_frames", 1)
     if frames > 1:
-        _check_size(im.width, im.height, frames, spec.limits)
-        if im.tell() != 0:  # pragma: no cover - n_frames seeks back already
-            im.seek(0)
-    width, height = im.size
+        _check_size(opened.width, opened.height, frames, spec.limits)
+        if opened.tell() != 0:  # pragma: no cover - n_frames seeks back already
+            opened.seek(0)
+    width, height = opened.size
     boxes = sorted((box for _, box in spec.variants), reverse=True)
     biggest = boxes[0]
 
     # Where, in stored pixels, the largest variant comes from, and its size.
     crop, target = _first_step(width, height, biggest, spec.mode)
+    crop_size = (crop[2] - crop[0], crop[3] - crop[1])
     scale = 1.0
-    if im.format in ("JPEG", "MPO") and target != (crop[2] - crop[0], crop[3] - crop[1]):
+    if opened.format in ("JPEG", "MPO") and target != crop_size:
         # Ask libjpeg for the smallest DCT scale still at least ``target`` in
         # the region we need; draft() answers how the image maps onto it.
-        factor = target[0] / (crop[2] - crop[0])
+        factor = target[0] / crop_size[0]
         needed = (math.ceil(width * factor), math.ceil(height * factor))
-        drafted = im.draft(im.mode, needed)
+        drafted = opened.draft(opened.mode, needed)
         if drafted is not None:
             scale = drafted[1][2] / width
-    im.load()
-    icc = im.info.get("icc_profile")
-    orientation = _orientation(im)
+    opened.load()
+    icc = opened.info.get("icc_profile")
+    orientation = _orientation(opened)
     transposed = orientation in (5, 6, 7, 8)
     upright = (height, width) if transposed else (width, height)
 
-    im, alpha = _resizable(im)
-    if scale != 1.0:
-        crop = tuple(v * scale for v in crop)  # type: ignore[assignment]
-    if target == im.size and crop == (0, 0, *im.size):
-        first = im
-    elif target == (crop[2] - crop[0], crop[3] - crop[1]) and all(
-        float(v).is_integer() for v in crop
-    ):
-        first = im.crop(tuple(int(v) for v in crop))  # type: ignore[arg-type]
+    source, alpha = _resizable(opened)
+    del opened
+    region = (crop[0] * scale, crop[1] * scale, crop[2] * scale, crop[3] * scale)
+    first: Image.Image
+    if target == source.size and region == (0, 0, *source.size):
+        first = source
+    elif target == crop_size and scale == 1.0:
+        first = source.crop(crop)  # a cover crop that needs no resampling
     else:
-        first = im.resize(target, _FILTER, box=crop, reducing_gap=_REDUCING_GAP)
-    del im
+        first = source.resize(target, _FILTER, box=region, reducing_gap=_REDUCING_GAP)
+    del source
     if orientation in _UPRIGHT:
         first = first.transpose(_UPRIGHT[orientation])
     first = _to_srgb(first, alpha, icc if isinstance(icc, bytes) else None)
@@ -409,7 +409,7 @@ def _final_size(width: int, height: int, box: int, mode: str) -> tuple[int, int]
 
 def _first_step(
     width: int, height: int, box: int, mode: str
-) -> tuple[tuple[float, float, float, float], tuple[int, int]]:
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
     """The source region and size of the largest variant, in stored orientation.
 
     Boxes are square, so the stored orientation gives the same sizes swapped.

@@ -75,7 +75,7 @@ class _Job:
         """Fire the caller's Deferred, unless it was cancelled already."""
         if not self.deferred.called:
             if isinstance(outcome, BaseException):
-                self.deferred.errback(Failure(outcome))
+                self.deferred.errback(Failure(outcome))  # type: ignore[no-untyped-call]
             else:
                 self.deferred.callback(outcome)
 
@@ -127,7 +127,7 @@ class _Child(protocol.ProcessProtocol):
         if self._err:
             self.pool._log_stderr(self, self._err)
             self._err = b""
-        self.pool._on_exit(self, reason.value)
+        self.pool._on_exit(self, reason.value or Exception("ended"))
 
     # Control
 
@@ -290,10 +290,10 @@ class CrunchPool(Service):
             "profiled.crunch.child",
             f"--memory-limit={self.memory_limit}",
         ]
-        self._children.append(child)
         self._reactor.spawnProcess(
             child, self.python, args, env=env, path="/", childFDs={0: "w", 1: "r", 2: "r"}
         )
+        self._children.append(child)
 
     def _on_line(self, child: _Child, line: bytes) -> None:
         try:
