@@ -90,3 +90,17 @@ async def test_abandoned_large_body_frees_the_client(s3_server):
         assert obj.info.size == len(data)
         obj.abandon()
     assert await read_bytes(store, "big", limit=len(data)) == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_metadata_round_trips_any_string(s3_server):
+    """Non-ASCII, spaces at the ends and percent signs survive S3's ASCII headers."""
+    store = await _store(s3_server)
+    value = " ünïcødé 画像 %20 + / end "
+    await store.put("k", io.BytesIO(b"x"), 1, "image/png", {"principal": value, "a-b_c": ""})
+    info = await store.head("k")
+    assert info is not None
+    assert info.metadata == {"principal": value, "a-b_c": ""}
+    obj = await store.get("k")
+    obj.abandon()
+    assert obj.info.metadata["principal"] == value

@@ -436,7 +436,7 @@ def test_get_body_cut_short_is_unavailable():
 def test_metadata_values_round_trip(value):
     """Any string survives the trip through an ASCII header value."""
     encoded = encode_meta(value)
-    assert encoded.isascii() and encoded == encoded.strip()
+    assert encoded.isascii() and encoded == encoded.strip() and encoded
     assert decode_meta(encoded) == value
 
 

@@ -40,18 +40,25 @@ META_PREFIX = "x-amz-meta-"
 META_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Characters left as they are in encoded metadata values: readable in the
 #: S3 console for the usual cases (principals, e-mail addresses, URLs).
-_META_SAFE = "-_.~@:/+=,"
+_META_SAFE = "-_.@:/+=,"
+#: Stands for the empty string: some S3-compatible servers drop headers with
+#: empty values. A real "~" is always escaped, so this cannot be confused.
+_META_EMPTY = "~"
 #: Below this, an abandoned body is read and dropped to keep the connection.
 _DRAIN_LIMIT = 64 * 1024
 
 
 def encode_meta(value: str) -> str:
-    """Percent-encode a metadata value into a safe header value."""
-    return quote(value, safe=_META_SAFE)
+    """Percent-encode a metadata value into a safe, non-empty header value."""
+    if not value:
+        return _META_EMPTY
+    return quote(value, safe=_META_SAFE).replace("~", "%7E")
 
 
 def decode_meta(value: str) -> str:
     """Inverse of ``encode_meta``."""
+    if value == _META_EMPTY:
+        return ""
     return unquote(value, errors="strict")
 
 
