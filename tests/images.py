@@ -1,7 +1,9 @@
-"""Test images, made in memory: every function returns the bytes of one file.
+"""Test images, made in memory: each public function returns the bytes of one file.
 
-Unit tests of the crunch package and end-to-end tests of the roles both use
-these, so they are plain functions with no test framework in them. Images
+(``quadrants`` and ``flat`` return Pillow images to build on, ``distance``
+compares colours.) Unit tests of the crunch package and end-to-end tests of
+the roles both use these, so they are plain functions with no test framework
+in them, and deterministic: the same call gives the same bytes. Images
 that orientation or colour tests sample are made of flat quadrants or patches,
 which survive JPEG compression and resizing well enough to check by pixel.
 """
@@ -16,7 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 
-from PIL import Image, ImageCms, ImageDraw
+from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
 RGB = tuple[int, int, int]
 
@@ -98,11 +100,17 @@ def camera_jpeg(size: tuple[int, int] = (4000, 3000), seed: int = 1) -> bytes:
         [(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)) for _ in range(64 * 48)]
     )
     im = small.resize(size, Image.Resampling.BICUBIC)
-    noise = Image.effect_noise(size, 24).convert("RGB")
+    # Sensor-like noise: uniform, a third of full range (a deviation of about 24).
+    noise = _noise(size, seed).point(lambda v: 128 + (v - 128) // 3).convert("RGB")
     im = Image.blend(im, noise, 0.15)
     exif = Image.Exif()
     exif[0x0112] = 6
     return _save(im, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def _noise(size: tuple[int, int], seed: int) -> Image.Image:
+    """Uniform grey noise, the same for the same seed (unlike Image.effect_noise)."""
+    return Image.frombytes("L", size, random.Random(seed).randbytes(size[0] * size[1]))
 
 
 def gray_jpeg(size: tuple[int, int] = (64, 64), level: int = 128) -> bytes:
@@ -202,7 +210,7 @@ def gif(size: tuple[int, int] = (48, 48), colour: RGB = (255, 0, 0)) -> bytes:
 
 def noise_gif(size: tuple[int, int] = (200, 200)) -> bytes:
     """A still GIF of noise: its LZW data is long, so a cut lands inside it."""
-    return _save(Image.effect_noise(size, 80).convert("P"), "GIF")
+    return _save(_noise(size, 0).convert("P"), "GIF")
 
 
 def apng(
@@ -502,8 +510,6 @@ def metadata_jpeg(size: tuple[int, int] = (640, 480)) -> bytes:
 
 def metadata_png(size: tuple[int, int] = (64, 64)) -> bytes:
     """An RGBA PNG with text, EXIF and ICC chunks, and a ZIP after IEND."""
-    from PIL import PngImagePlugin
-
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", SECRET_COMMENT.decode())
     info.add_itxt("XML:com.adobe.xmp", XMP_PACKET.decode())
