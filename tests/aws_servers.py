@@ -286,6 +286,10 @@ def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsSe
             yield AwsServer("seaweedfs", endpoint, access_key, secret_key, log_path=log)
         finally:
             _stop(proc)
+            # weed leaves its gRPC unix sockets in /tmp, named by port: remove ours.
+            for port in ports.values():
+                for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                    sock.unlink(missing_ok=True)
 
 
 def _wait_until_writable(s3: Any, proc: subprocess.Popen[bytes], log: Path) -> None:
