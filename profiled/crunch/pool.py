@@ -311,6 +311,8 @@ class CrunchPool(Service):
                 self._event("child_started", {"pid": child.pid})
                 self._dispatch()
             return
+        if child.killed_for is not None:
+            return  # a reply that raced the kill: the job fails when the exit is seen
         job = child.job
         if job is None or message.get("id") != job.id or child.state != "busy":
             self._log.error("crunch child {pid}: reply to no job", pid=child.pid)
