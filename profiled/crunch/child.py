@@ -20,7 +20,8 @@ Test hooks: only when ``PROFILED_CRUNCH_TEST_HOOKS=1`` is in its environment
 (the pool passes that variable on from its own, and only the tests set it), a
 source file starting with ``#profiled-test-hook `` makes the child sleep,
 crash, allocate or exit on command, so that the pool's handling of hangs and
-crashes can be tested with real processes. Without the variable such a file is
+crashes can be tested with real processes, and ``PROFILED_CRUNCH_TEST_DELAY``
+makes it sleep that many seconds before every job. Without the variable such a file is
 just an unsupported upload. It is not a configuration key and nothing in
 profiled sets it.
 """
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 #: The environment variable that enables the test hooks (see the module docstring).
 TEST_HOOKS_ENV = "PROFILED_CRUNCH_TEST_HOOKS"
 TEST_HOOK_MAGIC = b"#profiled-test-hook "
+#: With the hooks on: seconds to sleep before every job (a worker "busy" with
+#: a real image, for tests that kill a worker mid-job).
+TEST_DELAY_ENV = "PROFILED_CRUNCH_TEST_DELAY"
 
 #: Exit statuses the pool understands.
 EXIT_OUT_OF_MEMORY = 3
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         reply: dict[str, Any]
         try:
             if hooks:
+                time.sleep(float(os.environ.get(TEST_DELAY_ENV, "0") or 0))
                 _test_hook(src)
             result = pipeline.crunch(src, out, spec)
             reply = {"id": job_id, "result": result_to_wire(result)}

@@ -281,6 +281,7 @@ class CrunchPool(Service):
         }
         if os.environ.get(wire.TEST_HOOKS_ENV) == "1":
             env[wire.TEST_HOOKS_ENV] = "1"
+            env[wire.TEST_DELAY_ENV] = os.environ.get(wire.TEST_DELAY_ENV, "0")
         args = [
             self.python,
             "-P",  # the working directory is not an import path
