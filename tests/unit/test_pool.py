@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import globalLogPublisher
 
-from profiled.crunch.child import TEST_HOOK_MAGIC, TEST_HOOKS_ENV
+from profiled.crunch.child import TEST_DELAY_ENV, TEST_HOOK_MAGIC, TEST_HOOKS_ENV
 from profiled.crunch.pipeline import CrunchFailed, CrunchResult, CrunchSpec
 from profiled.crunch.pool import CrunchPool, PoolStopped
 from tests import images
