@@ -9,6 +9,7 @@ typo is refused at start instead of silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -61,6 +62,25 @@ def _variants(key: str, value: Mapping[str, int]) -> None:
             raise ConfigError(f"{key}: variant name {name!r} must match {VARIANT_NAME.pattern}")
         if not isinstance(box, int) or isinstance(box, bool) or not 1 <= box <= 4096:
             raise ConfigError(f"{key}: variant {name!r} box must be 1..4096 px, got {box!r}")
+
+
+def _http_url(key: str, value: str) -> None:
+    if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+
+
+def _scope_name(key: str, value: str) -> None:
+    # RFC 6749 section 3.3: a scope token is printable ASCII without space, " or \\.
+    if value and not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", value):
+        raise ConfigError(f"{key}: expected one scope name without spaces, got {value!r}")
+
+
+def _networks(key: str, value: tuple[str, ...]) -> None:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {entry!r} is not an address or CIDR network") from e
 
 
 def _check(validator):  # type: ignore[no-untyped-def]
@@ -168,14 +188,23 @@ class AuthSettings:
     #: SHA-256 hex digests of admin tokens (may delete any image).
     admin_tokens: tuple[str, ...] = ()
     #: oauth: the RFC 7662 introspection endpoint.
-    introspection_url: str = ""
-    scope: str = "profile:avatar:write"
-    #: Seconds an introspection verdict is cached.
+    introspection_url: str = field(default="", metadata=_check(_http_url))
+    #: oauth: client credentials sent to it with HTTP Basic (empty: none sent).
+    introspection_client_id: str = ""
+    introspection_client_secret: str = ""
+    #: oauth: seconds before an introspection call is abandoned (answered 503).
+    introspection_timeout: float = field(default=5.0, metadata=_check(_positive))
+    scope: str = field(default="profile:avatar:write", metadata=_check(_scope_name))
+    #: oauth: a token that also carries this scope may delete any image (empty: none may).
+    admin_scope: str = field(default="", metadata=_check(_scope_name))
+    #: Seconds an introspection verdict is cached (refusals: at most 5 s).
     cache_seconds: float = field(default=60.0, metadata=_check(_non_negative))
     #: Uploads a principal may start per minute (0: no limit).
     uploads_per_minute: int = field(default=0, metadata=_check(_non_negative))
     #: Requests a client address may make per minute to /v1 (0: no limit).
     requests_per_minute_per_ip: int = field(default=0, metadata=_check(_non_negative))
+    #: Addresses (CIDR) of proxies whose X-Forwarded-For is believed for the per-IP limit.
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_check(_networks))
 
 
 @dataclass(frozen=True)

@@ -113,14 +113,13 @@ def make_service(
             drivers.public, layout, metrics, settings.proxy.not_found_max_age
         )
 
-    api = index = None
+    api = index = gate = None
     if "web" in roles:
         from profiled.web.api import UploadAPI
-        from profiled.web.auth_factory import build_authenticator
+        from profiled.web.auth_factory import build_gate
 
-        api = UploadAPI(
-            settings, drivers, build_authenticator(settings, reactor), metrics, reactor
-        ).resource()
+        gate = build_gate(settings, reactor)
+        api = UploadAPI(settings, drivers, gate, metrics, reactor).resource()
         if settings.role == "all" and _try_page_on(settings):
             from profiled.web.trypage import try_page
 
@@ -133,6 +132,7 @@ def make_service(
         formats=("jpeg", "png", "gif", "webp", "avif"),
         body_timeout=settings.web.body_timeout,
         on_early_answer=lambda e: metrics.uploads.labels("refused", str(e.code)).inc(),
+        admit=gate.admit if gate is not None else None,
     )
     site = ProfiledSite(Root(children, api=api, index=index), policy, reactor)
     role_for_listener = "web" if settings.role == "all" else settings.role

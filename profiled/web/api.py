@@ -24,7 +24,7 @@ from profiled.ids import is_valid_id, new_id
 from profiled.images import Layout, delete_image, image_state, owner_of
 from profiled.ops.metrics import Metrics
 from profiled.web import errors
-from profiled.web.auth import Authenticator
+from profiled.web.auth import Gate
 from profiled.web.errors import APIError
 from profiled.web.spool import UploadSpool
 
@@ -49,6 +49,9 @@ def error_response(request: IRequest, error: APIError) -> bytes:
     request.setHeader(b"x-content-type-options", b"nosniff")
     if error.retry_after is not None:
         request.setHeader(b"retry-after", str(error.retry_after).encode())
+    challenge = getattr(error, "challenge", None)
+    if challenge:
+        request.setHeader(b"www-authenticate", challenge.encode())
     return error.body()
 
 
@@ -62,7 +65,7 @@ class UploadAPI:
         self,
         settings: Settings,
         drivers: Drivers,
-        auth: Authenticator,
+        auth: Gate,
         metrics: Metrics,
         clock: IReactorTime,
     ) -> None:
@@ -81,6 +84,7 @@ class UploadAPI:
     @app.route("/v1/images", methods=["POST"])
     async def upload(self, request: IRequest) -> bytes:
         principal = await self.auth.authenticate(request)
+        self.auth.check_upload(principal)
         headers = request.requestHeaders
         if not headers.hasHeader(b"content-length") and not headers.hasHeader(b"transfer-encoding"):
             raise errors.length_required()

@@ -48,6 +48,9 @@ class BodyPolicy:
     linger: float = 2.0
     #: Called with each early answer's status, for metrics.
     on_early_answer: Callable[[APIError], None] | None = None
+    #: Called with (request, method, path) once the headers are in: an
+    #: APIError refuses the request before its body is read (rate limits, auth).
+    admit: Callable[[server.Request, bytes, bytes], APIError | None] | None = None
 
 
 class ProfiledSite(server.Site):
@@ -97,6 +100,11 @@ class ProfiledRequest(server.Request):
         else:
             limit = policy.small_body_bytes
             self.content = SmallBody(limit)
+        if policy.admit is not None:
+            refusal = policy.admit(self, method, path)
+            if refusal is not None:
+                self.answer_early(refusal)
+                return
         if length is not None and length > limit:
             self.answer_early(errors.too_large(limit))
             return

@@ -156,6 +156,7 @@ async def test_child_is_isolated(harness) -> None:  # type: ignore[no-untyped-de
             b"PYTHONDONTWRITEBYTECODE",
             b"MALLOC_ARENA_MAX",
             TEST_HOOKS_ENV.encode(),
+            TEST_DELAY_ENV.encode(),
         }
         fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         assert not [fd for fd in fds if fd.startswith("socket:")]
