@@ -18,8 +18,8 @@ from profiled.web.auth import Gate, parse_bearer, token_digest
 from profiled.web.auth_factory import build_authenticator
 from profiled.web.introspection import (
     NEGATIVE_SECONDS,
-    Introspector,
     IntrospectionFailed,
+    Introspector,
     OAuthIntrospection,
     VerdictCache,
     read_verdict,
@@ -106,7 +106,7 @@ def principal_of(h, image_id: str) -> str:  # type: ignore[no-untyped-def]
         (b"Bearer ", None),
         (b"Bearer a b", None),
         (b"Bearer a\xffb", None),
-        (b"Bearer a\"b", None),
+        (b'Bearer a"b', None),
         (b"Bearer " + b"a" * 4097, None),
     ],
 )
@@ -459,11 +459,11 @@ def test_oauth_client_credentials_sent_as_basic():
 
 def test_oauth_config_is_checked():
     """oauth mode without a URL, with a non-http URL, or with a bad scope is refused."""
-    with pytest.raises(ConfigError, match="auth.introspection_url"):
+    with pytest.raises(ConfigError, match=r"auth\.introspection_url"):
         build_authenticator(load_settings(environ={"PROFILED_AUTH_MODE": "oauth"}), Clock())
-    with pytest.raises(ConfigError, match="auth.introspection_url"):
+    with pytest.raises(ConfigError, match=r"auth\.introspection_url"):
         load_settings(environ={"PROFILED_AUTH_INTROSPECTION_URL": "ftp://x/"})
-    with pytest.raises(ConfigError, match="auth.scope"):
+    with pytest.raises(ConfigError, match=r"auth\.scope"):
         load_settings(environ={"PROFILED_AUTH_SCOPE": "two scopes"})
     settings = load_settings(
         environ={

@@ -108,7 +108,7 @@ def test_ipv6_clients_are_keyed_by_their_64():
 
 def test_trusted_proxies_are_checked_at_load():
     """A malformed trusted_proxies entry is refused naming the key."""
-    with pytest.raises(ConfigError, match="auth.trusted_proxies"):
+    with pytest.raises(ConfigError, match=r"auth\.trusted_proxies"):
         load_settings(environ={"PROFILED_AUTH_TRUSTED_PROXIES": "10.0.0.0/8,not-an-ip"})
     s = load_settings(environ={"PROFILED_AUTH_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
     assert parse_networks(s.auth.trusted_proxies) == (
@@ -189,7 +189,7 @@ def test_per_address_limit_keys_ipv6_by_64():
 
 
 def test_per_address_limit_behind_a_trusted_proxy():
-    """Behind a trusted proxy, clients are told apart by X-Forwarded-For; forged entries do not help."""
+    """Behind a trusted proxy clients are told apart by X-Forwarded-For; forging it fails."""
     h = make_harness(
         {
             "PROFILED_AUTH_REQUESTS_PER_MINUTE_PER_IP": "1",
