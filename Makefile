@@ -39,3 +39,38 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info var test-output .pytest_cache .ruff_cache
+
+# The Debian package (docs/packaging.md). `make deb` installs the build
+# dependencies with apt-get when some are missing, builds from a copy of the
+# tree in build/deb (tracked and new files, not ignored ones) and leaves
+# dist/profiled_<version>_<arch>.deb. `make test-deb` (root) builds it if
+# needed, installs it, runs it as an operator would, and purges it.
+DEB_VERSION := $(shell sed -n '1s/^[^(]*(\([^)]*\)).*/\1/p' debian/changelog 2>/dev/null)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
+DEB := dist/profiled_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_BUILD := build/deb
+DEB_SOURCES := $(shell git ls-files -co --exclude-standard 2>/dev/null | grep -v '^tests/\|^bench/')
+DEB_COMMIT = $$(git rev-parse HEAD)$$(git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: test-deb
+
+deb: $(DEB)
+
+$(DEB): $(wildcard $(DEB_SOURCES))
+	@git rev-parse --git-dir >/dev/null || { echo "make deb builds from a git checkout"; exit 1; }
+	@dpkg-checkbuilddeps 2>/dev/null || { \
+	    echo "installing the build dependencies (apt-get build-dep)"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq --no-install-recommends ./; }
+	rm -rf $(DEB_BUILD) && mkdir -p $(DEB_BUILD)/profiled
+	git ls-files -z -co --exclude-standard \
+	    | xargs -0 sh -c 'for f; do [ -f "$$f" ] && printf "%s\0" "$$f"; done' sh \
+	    | tar --null -T - -cf - | tar -xf - -C $(DEB_BUILD)/profiled
+	cd $(DEB_BUILD)/profiled && PROFILED_COMMIT=$(DEB_COMMIT) dpkg-buildpackage -us -uc -b
+	@mkdir -p dist
+	cp $(DEB_BUILD)/$(notdir $(DEB)) $@
+	@ls -l $@
+
+test-deb: $(STAMP)
+	PROFILED_TEST_DEB=1 $(BIN)/python -m pytest -m deb tests/deb $(PYTEST_ARGS)
