@@ -1,0 +1,1 @@
+"""The Debian package: built, inspected, installed, run and purged (make test-deb)."""
