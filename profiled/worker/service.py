@@ -9,9 +9,12 @@ crash does no harm:
 3. download the original, crunch it in the pool, write the variants with
    the default one last, ack;
 4. a bad image (CrunchFailed) -> failure record, ack: it ends ``failed``;
+   except a crunch child that ``crashed`` (which may be the machine's fault,
+   not the image's): that is retried like a transient error;
 5. a transient error (store or queue down) -> release with exponential
    backoff; on the last attempt a failure record is written too, and the
-   queue parks the message in its dead-letter store on the next receive.
+   queue parks the message in its dead-letter store on the next receive;
+6. the pool stopping under a queued job (shutdown) -> release at once.
 
 While a job runs, its message's visibility is extended, so a slow job is
 not handed to a second worker; if the worker dies, it comes back after the
@@ -35,7 +38,7 @@ from twisted.logger import Logger
 
 from profiled.config import Settings
 from profiled.crunch.pipeline import CrunchFailed, CrunchResult, CrunchSpec
-from profiled.crunch.pool import CrunchPool
+from profiled.crunch.pool import CrunchPool, PoolStopped
 from profiled.crunch.sniff import ImageLimits
 from profiled.drivers import Drivers
 from profiled.drivers.consumers import download
@@ -48,6 +51,8 @@ from profiled.ops.metrics import Metrics
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: Longest delay between two tries of a job after transient errors.
 MAX_RETRY_DELAY = 300.0
+#: Crunch failures that may not be the image's fault, so worth another try.
+RETRIED_REASONS = frozenset({"crashed"})
 
 
 def crunch_spec(settings: Settings) -> CrunchSpec:
@@ -186,7 +191,11 @@ class WorkerService(Service):
         """Process one delivery to its end: ack, or release for a retry."""
         started = time.monotonic()
         image_id = message.body
-        self.metrics.queue_lag.observe(max(0.0, time.time() - message.sent_at))
+        lag = max(0.0, self.clock.seconds() - message.sent_at)
+        if message.receive_count <= 1:  # a redelivery also waited out its retry delay
+            self.metrics.queue_lag.observe(lag)
+        #: Structured fields of this job's log line, filled in as it goes.
+        job: dict[str, Any] = {"queue_lag_ms": round(lag * 1000)}
         if not is_valid_id(image_id):
             self.log.warn(
                 "dropping a message that is not an image id: {body!r}", body=image_id[:80]
@@ -195,10 +204,10 @@ class WorkerService(Service):
             return
         keeper = _VisibilityKeeper(self.drivers.queue, message, self.visibility, self.clock)
         try:
-            outcome, detail = await self._process(image_id, message)
+            outcome, detail = await self._process(image_id, message, job)
         except Exception as e:
             keeper.stop()
-            await self._retry_later(keeper.message, image_id, e)
+            await self._retry_later(keeper.message, image_id, e, started, job)
             return
         keeper.stop()
         try:
@@ -208,18 +217,30 @@ class WorkerService(Service):
             self.log.warn("could not ack {id}: {error}", id=image_id, error=str(e))
         elapsed = time.monotonic() - started
         self.metrics.job_seconds.observe(elapsed)
+        if outcome == "failed":
+            job["reason"] = detail
+        elif detail:
+            job["detail"] = detail
         self.log.info(
-            "job {id} {outcome}{detail} in {ms} ms (attempt {attempt})",
+            "job {id} {outcome}"
+            + (" ({reason})" if "reason" in job else "")
+            + " in {duration_ms} ms (attempt {attempt})",
             id=image_id,
             outcome=outcome,
-            detail=f": {detail}" if detail else "",
-            ms=round(elapsed * 1000),
+            duration_ms=round(elapsed * 1000),
             attempt=message.receive_count,
-            job_outcome=outcome,
+            **job,
         )
 
-    async def _process(self, image_id: str, message: Message) -> tuple[str, str]:
-        """Do the work; return (outcome, detail). Raises on transient errors."""
+    async def _process(
+        self, image_id: str, message: Message, job: dict[str, Any] | None = None
+    ) -> tuple[str, str]:
+        """Do the work; return (outcome, detail). Raises on transient errors.
+
+        ``job`` collects fields for the log line: the source format, crunch
+        time and a failure's detail.
+        """
+        job = {} if job is None else job
         public, private = self.drivers.public, self.drivers.private
         if await public.head(self.layout.variant(image_id)) is not None:
             return "already-ready", ""
@@ -234,10 +255,20 @@ class WorkerService(Service):
             t0 = time.monotonic()
             try:
                 result = await self.pool.crunch(src, workdir, self.spec)
+            except PoolStopped:
+                raise
             except CrunchFailed as failed:
+                last = message.receive_count >= self.settings.worker.max_attempts
+                if failed.reason in RETRIED_REASONS and not last:
+                    raise
+                job["crunch_ms"] = round((time.monotonic() - t0) * 1000)
+                job["detail"] = failed.detail[:200]
                 await self._fail(image_id, failed.reason, failed.detail, message.receive_count)
                 return "failed", failed.reason
-            self.metrics.crunch_seconds.labels(result.source_format).observe(time.monotonic() - t0)
+            crunched = time.monotonic() - t0
+            self.metrics.crunch_seconds.labels(result.source_format).observe(crunched)
+            job["crunch_ms"] = round(crunched * 1000)
+            job["source_format"] = result.source_format
             await self._publish(image_id, result)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -271,23 +302,40 @@ class WorkerService(Service):
         )
         self.metrics.failures.labels(reason).inc()
 
-    async def _retry_later(self, message: Message, image_id: str, error: Exception) -> None:
-        reason = type(error).__name__
+    async def _retry_later(
+        self,
+        message: Message,
+        image_id: str,
+        error: Exception,
+        started: float | None = None,
+        job: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(error, PoolStopped):
+            self.log.info("job {id} released: the worker is stopping", id=image_id)
+            await self._release(message, image_id, 0)
+            return
+        reason = error.reason if isinstance(error, CrunchFailed) else type(error).__name__
         last = message.receive_count >= self.settings.worker.max_attempts
         self.log.warn(
-            "job {id} attempt {attempt} hit {reason}: {error}{last}",
+            "job {id} attempt {attempt} hit {reason}: {error}"
+            + ("; giving up, parking it" if last else "; will retry"),
             id=image_id,
+            outcome="dead_lettered" if last else "retry",
             attempt=message.receive_count,
             reason=reason,
             error=str(error),
-            last="; giving up, parking it" if last else "",
+            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
+            **(job or {}),
         )
         self.metrics.retries.labels(reason).inc()
         if last:
             self.metrics.dead_lettered.inc()
             try:
                 await self._fail(
-                    image_id, "unavailable", f"gave up: {error}", message.receive_count
+                    image_id,
+                    error.reason if isinstance(error, CrunchFailed) else "unavailable",
+                    f"gave up after {message.receive_count} attempts: {error}",
+                    message.receive_count,
                 )
             except Exception as e:
                 self.log.warn(
@@ -296,8 +344,11 @@ class WorkerService(Service):
         delay = min(
             MAX_RETRY_DELAY, self.settings.worker.retry_delay * 2 ** (message.receive_count - 1)
         )
+        await self._release(message, image_id, 0 if last else delay)
+
+    async def _release(self, message: Message, image_id: str, delay: float) -> None:
         try:
-            await self.drivers.queue.release(message, delay=0 if last else delay)
+            await self.drivers.queue.release(message, delay=delay)
         except Exception as e:
             # It comes back by itself after the visibility timeout.
             self.log.warn("could not release {id}: {error}", id=image_id, error=str(e))
