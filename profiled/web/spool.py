@@ -81,6 +81,7 @@ class UploadSpool:
         self.error: APIError | None = None
         self._head = bytearray()
         self._header_done = False
+        self._inspected = 0
         self._file: BinaryIO | None = None
         if self.declared is None or (self.declared and self.declared not in formats):
             self.error = errors.unsupported(
@@ -102,7 +103,12 @@ class UploadSpool:
             room = HEADER_BYTES_MAX - len(self._head)
             if room > 0:
                 self._head += data[:room]
-            self._inspect(final=False)
+            # Parse again only once the head has doubled (or is whole): a header
+            # trickled in tiny chunks must not be re-parsed from its start for
+            # every chunk, which is quadratic and stalls the reactor.
+            if len(self._head) >= min(HEADER_BYTES_MAX, max(SNIFF_BYTES, 2 * self._inspected)):
+                self._inspected = len(self._head)
+                self._inspect(final=False)
             if self.error is not None:
                 return
         if self._file is None:
