@@ -190,7 +190,6 @@ class UploadSpool:
                 self._header_done = True  # dimensions are checked by the worker
             return
         self.header = info
-        self._header_done = True
         reason = check_limits(info, self.limits)
         if reason is not None:
             self._fail(
@@ -199,6 +198,12 @@ class UploadSpool:
                     f"limits: {self.limits.max_pixels} pixels, {self.limits.max_side} px a side)"
                 )
             )
+            return
+        if info.frames is None and not final and len(head) < HEADER_BYTES_MAX:
+            # The frame count (APNG acTL, GIF frames, WebP ANMF) may come with
+            # more bytes: the verdict must not depend on where a chunk ends.
+            return
+        self._header_done = True
 
 
 class SmallBody(io.BytesIO):
