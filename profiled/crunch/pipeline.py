@@ -118,6 +118,7 @@ _DECODE_ERRORS = (
     ZeroDivisionError,
     OverflowError,
     RecursionError,
+    RuntimeError,  # Pillow's AVIF decoder: "Failed to decode frame 0: ..."
 )
 
 
