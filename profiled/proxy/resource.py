@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as WebRequest
 
-from profiled.errors import NotFound, Unavailable
+from profiled.errors import NotFound, ProfiledError
 from profiled.images import Layout
 from profiled.interfaces import IStore, IStoredObject
 from profiled.ops.metrics import Metrics
@@ -59,6 +59,10 @@ class ImageProxy(Resource):
         self.layout = layout
         self.metrics = metrics
         self.miss_cache = f"public, max-age={miss_max_age}".encode()
+        # The counters of the hot answers, looked up once rather than per request.
+        self._hits = metrics.proxy_responses.labels("200")
+        self._not_modified = metrics.proxy_responses.labels("304")
+        self._misses = metrics.proxy_responses.labels("404")
 
     def render_GET(self, request: WebRequest) -> Any:
         return self._serve(request, with_body=True)
@@ -92,7 +96,7 @@ class ImageProxy(Resource):
         request.setHeader(b"access-control-allow-origin", b"*")
 
     def _miss(self, request: WebRequest) -> bytes:
-        self.metrics.proxy_responses.labels("404").inc()
+        self._misses.inc()
         error = errors.not_found()
         self._security_headers(request)
         request.setResponseCode(404)
@@ -114,11 +118,11 @@ class ImageProxy(Resource):
         inm = request.getHeader(b"if-none-match")
         if inm is not None and etag_matches(inm, etag):
             obj.abandon()
-            self.metrics.proxy_responses.labels("304").inc()
+            self._not_modified.inc()
             request.setResponseCode(304)
             _finish(request)
             return
-        self.metrics.proxy_responses.labels("200").inc()
+        self._hits.inc()
         request.setHeader(b"content-type", info.content_type.encode("ascii"))
         request.setHeader(b"content-length", str(info.size).encode("ascii"))
         if not with_body:
@@ -133,8 +137,10 @@ class ImageProxy(Resource):
             request.write(self._miss(request))
             _finish(request)
             return
-        if failure.check(Unavailable):
-            self.log.warn("public store unavailable: {error}", error=str(failure.value))
+        if failure.check(ProfiledError):
+            # Unavailable, or a store error such as access denied: the store's
+            # trouble, not the client's, and worth a retry; never a 500.
+            self.log.warn("public store failed: {error}", error=str(failure.value))
             error = errors.unavailable("the image store is unavailable")
         else:
             self.log.failure("unexpected error serving {path}", failure, path=request.path)

@@ -153,3 +153,20 @@ def test_metrics_count_proxy_responses():
     text = r.body.decode()
     assert 'profiled_proxy_responses_total{code="200"} 1.0' in text
     assert 'profiled_proxy_responses_total{code="404"} 1.0' in text
+
+
+def test_any_store_error_is_503_never_500():
+    """A store error other than NotFound (say, access denied) is a 503, not a 500."""
+    from twisted.internet import defer
+
+    from profiled.errors import ProfiledError
+
+    class Denied(ProfiledError):
+        pass
+
+    h = make_harness()
+    h.drivers.public.get = lambda key: defer.fail(Denied("AccessDenied"))
+    r = h.request("GET", "/a/" + ID)
+    assert r.status == 503
+    assert json.loads(r.body)["errno"] == 201
+    assert b"Traceback" not in r.raw
