@@ -529,7 +529,11 @@ def test_all_roles_as_the_profiled_all_unit_runs_them(
         original = data_dir / "private"
         owners = {p.stat().st_uid for p in original.rglob("*") if p.is_file()}
         assert owners == {pwd.getpwnam("profiled").pw_uid}, (status["id"], owners)
-        server.assert_stopped_cleanly(server.stop())
+        stopping = time.monotonic()
+        status = server.stop()
+        server.assert_stopped_cleanly(status)
+        how = "killed by SIGTERM" if status == -signal.SIGTERM else f"exit status {status}"
+        figure(f"profiled-all: SIGTERM to exit in {time.monotonic() - stopping:.2f} s ({how})")
         wait_until(no_process_left, 20, what="the crunch children to end with twistd")
         server.assert_clean_log()
     finally:
