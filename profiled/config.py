@@ -95,7 +95,8 @@ class WebSettings:
     #: Public URL of the default variant, with {id}; empty: derived from the listener.
     image_url: str = field(default="", metadata=_check(_image_url))
     max_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_positive))
-    #: Seconds a client may take to send a whole body (slow clients are cut off).
+    #: Seconds a client may take to send a whole body, and its request line and
+    #: headers (slow clients are cut off).
     body_timeout: float = field(default=60.0, metadata=_check(_positive))
     #: Serve the try-it page at / (on by default only with the local driver).
     try_page: str = field(default="auto", metadata=_check(_one_of("auto", "on", "off")))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 
 from profiled.crunch.sniff import ImageLimits
 from profiled.web import errors
@@ -53,8 +53,60 @@ class BodyPolicy:
     admit: Callable[[server.Request, bytes, bytes], APIError | None] | None = None
 
 
+class ProfiledChannel(http.HTTPChannel):
+    """An HTTPChannel that gives each request head a deadline.
+
+    twisted.web's idle timeout starts again with every byte received, so a
+    client that trickles its request line and headers a byte at a time (or
+    sends nothing after connecting) holds a connection for as long as it
+    likes. Here the head must be complete within ``body_timeout`` of the
+    connection being made, or of the previous answer on a kept-alive one.
+    """
+
+    _head_timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm_head_timer()
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_timer()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        super().requestDone(request)
+        if self.persistent and self.transport is not None and not self.transport.disconnecting:
+            self._arm_head_timer()
+
+    def connectionLost(self, reason: object) -> None:
+        self._cancel_head_timer()
+        super().connectionLost(reason)  # type: ignore[arg-type]
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        site = self.site  # type: ignore[attr-defined]
+        self._head_timer = site.reactor.callLater(
+            site.body_policy.body_timeout, self._head_too_slow
+        )
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None and self._head_timer.active():
+            self._head_timer.cancel()
+        self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self._log.info("closing a connection whose request head is too slow: {p}", p=str(peer))
+        if self.transport is not None:
+            # What was answered before on a kept-alive connection is still sent.
+            self.transport.loseConnection()
+
+
 class ProfiledSite(server.Site):
     """A Site whose requests follow a BodyPolicy."""
+
+    protocol = ProfiledChannel
 
     def __init__(self, resource, policy: BodyPolicy, reactor: IReactorTime, **kw) -> None:  # type: ignore[no-untyped-def]
         super().__init__(
