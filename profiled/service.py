@@ -24,7 +24,7 @@ from profiled.crunch.sniff import ImageLimits
 from profiled.drivers import Drivers, build_drivers
 from profiled.images import Layout
 from profiled.ops.dockerflow import ops_children
-from profiled.ops.logging import LEVELS, MozlogObserver
+from profiled.ops.logging import LEVELS, MozlogObserver, RequestLog
 from profiled.ops.metrics import InstrumentedQueue, InstrumentedStore, Metrics
 from profiled.proxy.resource import ImageProxy
 from profiled.root import Root
@@ -99,11 +99,7 @@ def make_service(
             memory_limit=settings.images.crunch_memory_mb * 1024 * 1024,
             time_limit=settings.images.crunch_seconds,
             max_jobs_per_child=settings.worker.max_jobs_per_child,
-            on_event=lambda kind, info: (
-                metrics.child_restarts.labels(info.get("reason", "unknown")).inc()
-                if kind == "child_restart"
-                else None
-            ),
+            on_event=metrics.pool_event,
         )
         pool.setServiceParent(top)
         WorkerService(settings, drivers, pool, metrics, reactor, concurrency).setServiceParent(top)
@@ -135,6 +131,8 @@ def make_service(
         admit=gate.admit if gate is not None else None,
     )
     site = ProfiledSite(Root(children, api=api, index=index), policy, reactor)
+    site.request_log = RequestLog(reactor, metrics)
+    site.requestFactory = site.request_log.stamping(site.requestFactory)
     role_for_listener = "web" if settings.role == "all" else settings.role
     endpoint = serverFromString(reactor, settings.listen_for(role_for_listener))
     StreamServerEndpointService(endpoint, site).setServiceParent(top)

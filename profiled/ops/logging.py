@@ -5,19 +5,35 @@ Bridges twisted.logger: every event becomes
 "Pid", "Fields"}``. Fields carry the formatted message and the event's own
 keys, but only plain values (str, int, float, bool, None): bytes, objects
 and anything else are left out, so image data can never reach a log line.
-Keys that name secrets are dropped whatever their value.
+Keys that name secrets are dropped whatever their value. Legacy
+``twisted.python.log`` events (twistd's own, ``log.err``) and Failures go
+the same way: the message, plus ``error`` and ``traceback`` fields.
+
+``RequestLog`` writes the one ``request.summary`` line per answered HTTP
+request (method, path without its query, status, bytes, duration, image
+id, remote address) and feeds the HTTP metrics; ``ProfiledSite.log`` calls
+it in place of twisted.web's combined log line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+    from profiled.ops.metrics import Metrics
 
 SEVERITY = {
     LogLevel.debug: 7,
@@ -59,9 +75,20 @@ class MozlogObserver:
     def record(self, event: dict[str, Any]) -> dict[str, Any]:
         """The mozlog object for one event."""
         fields: dict[str, Any] = {}
-        message = formatEvent(event) if event.get("log_format") is not None else None
-        if message is None and "message" in event:  # legacy twisted.python.log events
+        failure = event.get("log_failure")
+        if failure is None and isinstance(event.get("failure"), Failure):
+            failure = event["failure"]  # log.err(): the legacy bridge leaves it there
+        legacy = event.get("log_namespace") == "log_legacy" or "log_text" in event
+        if failure is not None and legacy:
+            # log.err(failure, why): the legacy text is "why" plus the whole
+            # traceback, which has a field of its own.
+            message = str(event.get("why") or "Unhandled error")
+        elif event.get("log_format") is not None:
+            message = formatEvent(event)
+        elif "message" in event:  # a legacy event that did not go through the bridge
             message = " ".join(str(m) for m in event["message"])
+        else:
+            message = None
         if message:
             fields["msg"] = message
         for key, value in event.items():
@@ -72,13 +99,14 @@ class MozlogObserver:
                 "system",
                 "isError",
                 "printed",
+                "failure",
+                "why",
             ):
                 continue
             if any(word in key.lower() for word in SECRET_WORDS):
                 continue
             if isinstance(value, _PLAIN):
                 fields[key] = value
-        failure = event.get("log_failure")
         if failure is not None:
             fields["error"] = failure.getErrorMessage()
             fields["traceback"] = failure.getTraceback()
@@ -93,3 +121,92 @@ class MozlogObserver:
             "Pid": self.pid,
             "Fields": fields,
         }
+
+
+#: The image id in an API or proxy path.
+_ID_IN_PATH = re.compile(r"/(?:v1/images|a)/([0-9a-f]{32})(?:_[a-z0-9_-]+)?")
+_LONGEST = 300
+
+
+def route_of(path: str) -> str:
+    """Which part of profiled a path belongs to, as a metric label."""
+    if path == "/v1" or path.startswith("/v1/"):
+        return "api"
+    if path.startswith("/a/"):
+        return "proxy"
+    if path.startswith("/__") or path == "/metrics":
+        return "ops"
+    if path == "/":
+        return "page"
+    return "other"
+
+
+def _printable(raw: bytes | str | None, longest: int = _LONGEST) -> str:
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else (raw or "")
+    return "".join(c if c.isprintable() else "?" for c in text[:longest])
+
+
+class RequestLog:
+    """The ``request.summary`` line and the HTTP metrics of each answered request.
+
+    Never logs headers other than the User-Agent, nor query strings (where
+    clients put tokens), nor bodies.
+    """
+
+    def __init__(self, clock: IReactorTime, metrics: Metrics | None = None) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        # An instance attribute: as a class attribute, Logger names itself after the class.
+        self.log = Logger(namespace="request.summary", source=self)
+
+    def stamping(self, factory: Callable[..., Request]) -> Callable[..., Request]:
+        """Wrap a Site's ``requestFactory`` so each request notes when its first line came."""
+
+        def make(*args: Any, **kw: Any) -> Request:
+            request = factory(*args, **kw)
+            request.profiled_started = self.clock.seconds()  # type: ignore[attr-defined]
+            return request
+
+        return make
+
+    def fields(self, request: Request) -> dict[str, Any]:
+        """The summary of one answered request."""
+        path = _printable(request.path)
+        fields: dict[str, Any] = {
+            "method": _printable(request.method, 16),
+            "path": path,
+            "route": route_of(path),
+            "status": int(request.code),
+            "bytes": int(request.sentLength),
+        }
+        started = getattr(request, "profiled_started", None)
+        if started is not None:
+            fields["duration_ms"] = round(max(0.0, self.clock.seconds() - started) * 1000, 1)
+        found = _ID_IN_PATH.fullmatch(path)
+        if found is None and fields["method"] == "POST":  # an upload: its new id
+            location = request.responseHeaders.getRawHeaders(b"location", [b""])[0]
+            found = _ID_IN_PATH.fullmatch(_printable(location))
+        if found is not None:
+            fields["id"] = found.group(1)
+        peer = request.getClientAddress()
+        fields["remote"] = str(getattr(peer, "host", "") or "")
+        forwarded = request.getHeader(b"x-forwarded-for")
+        if forwarded:
+            fields["forwarded_for"] = _printable(forwarded, 200)
+        agent = request.getHeader(b"user-agent")
+        if agent:
+            fields["agent"] = _printable(agent, 200)
+        return fields
+
+    def __call__(self, request: Request) -> None:
+        fields = self.fields(request)
+        if self.metrics is not None:
+            self.metrics.http_responses.labels(fields["route"], str(fields["status"])).inc()
+            if "duration_ms" in fields:
+                self.metrics.http_seconds.labels(fields["route"]).observe(
+                    fields["duration_ms"] / 1000
+                )
+        self.log.info(
+            "{method} {path} {status} {bytes} bytes in {duration_ms} ms",
+            **{"duration_ms": None, **fields},
+        )

@@ -2,18 +2,34 @@
 
 Every role gets the same Metrics object; each uses the families it needs,
 and /metrics on every listener renders the registry in text format.
+
+Who feeds what:
+
+- web role: ``uploads`` (every answer to ``POST /v1/images``, early
+  refusals included), ``upload_bytes``;
+- worker role: ``queue_lag`` (first delivery only: enqueue to claim),
+  ``crunch_seconds``, ``job_seconds``, ``images_ready``, ``failures``,
+  ``retries``, ``dead_lettered``, ``queue_depth`` and ``queue_oldest``
+  (polled), ``child_restarts`` and ``child_recycled`` (the pool's events);
+- proxy role: ``proxy_responses``;
+- every listener: ``http_responses`` and ``http_seconds`` (the access log);
+- every store and queue call: ``backend_seconds`` and ``backend_errors``
+  (InstrumentedStore, InstrumentedQueue).
+
+docs/operations.md lists them with the alerts worth having.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from zope.interface import implementer
 
+from profiled.errors import NotFound
 from profiled.interfaces import IQueue, IStore, IStoredObject, Message, ObjectInfo, QueueStats
 
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -21,9 +37,14 @@ _SLOW = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300
 
 
 class Metrics:
-    """All metric families of profiled, in a registry of their own."""
+    """All metric families of profiled, in a registry of their own.
 
-    def __init__(self) -> None:
+    ``now`` is the clock that backend calls are timed with (a monotonic
+    one; tests pass a ``Clock``'s ``seconds``).
+    """
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.uploads = Counter(
             "profiled_uploads",
@@ -36,8 +57,15 @@ class Metrics:
         )
         self.http_responses = Counter(
             "profiled_http_responses",
-            "HTTP responses by role and status",
-            ["role", "code"],
+            "Answered HTTP requests by route (api, proxy, ops, page, other) and status",
+            ["route", "code"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "profiled_http_request_seconds",
+            "Time from a request's first line to its last byte, by route",
+            ["route"],
+            buckets=_FAST,
             registry=r,
         )
         self.proxy_responses = Counter(
@@ -80,8 +108,13 @@ class Metrics:
         )
         self.child_restarts = Counter(
             "profiled_crunch_child_restarts",
-            "Crunch child processes replaced",
+            "Crunch child processes that died or were killed, and were replaced",
             ["reason"],
+            registry=r,
+        )
+        self.child_recycled = Counter(
+            "profiled_crunch_child_recycled",
+            "Crunch child processes replaced as planned after worker.max_jobs_per_child images",
             registry=r,
         )
         self.queue_depth = Gauge(
@@ -110,6 +143,13 @@ class Metrics:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
 
+    def pool_event(self, name: str, fields: Mapping[str, Any]) -> None:
+        """The crunch pool's ``on_event`` callback."""
+        if name == "child_restart":
+            self.child_restarts.labels(str(fields.get("reason", "unknown"))).inc()
+        elif name == "child_recycled":
+            self.child_recycled.inc()
+
     def record_queue_stats(self, stats: QueueStats) -> None:
         self.queue_depth.labels("visible").set(stats.visible)
         self.queue_depth.labels("in_flight").set(stats.in_flight)
@@ -117,16 +157,24 @@ class Metrics:
         self.queue_oldest.set(stats.oldest_age or 0)
 
     def timed(self, backend: str, op: str, d: Deferred[Any]) -> Deferred[Any]:
-        """Record the latency and outcome of one backend call."""
-        start = time.monotonic()
+        """Record the latency and outcome of one backend call.
+
+        A ``NotFound`` is timed but is no error (the proxy's 404s would
+        swamp real ones); a cancelled call (a long poll given up when the
+        worker stops) is neither.
+        """
+        start = self.now()
 
         def ok(result: Any) -> Any:
-            self.backend_seconds.labels(backend, op).observe(time.monotonic() - start)
+            self.backend_seconds.labels(backend, op).observe(max(0.0, self.now() - start))
             return result
 
         def failed(f: Any) -> Any:
-            self.backend_seconds.labels(backend, op).observe(time.monotonic() - start)
-            self.backend_errors.labels(backend, op, f.type.__name__).inc()
+            if f.check(CancelledError):  # a long poll given up at stop: no call to time
+                return f
+            self.backend_seconds.labels(backend, op).observe(max(0.0, self.now() - start))
+            if not f.check(NotFound):  # a missing key is an answer, not an error
+                self.backend_errors.labels(backend, op, f.type.__name__).inc()
             return f
 
         return d.addCallbacks(ok, failed)

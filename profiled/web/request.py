@@ -122,6 +122,16 @@ class ProfiledSite(server.Site):
         self.active.add(request)
         request.notifyFinish().addBoth(lambda _: self.active.discard(request))
 
+    def log(self, request: server.Request) -> None:
+        """One ``request.summary`` line per answered request, instead of twisted.web's
+        combined log line (profiled.ops.logging.RequestLog, set by profiled.service)."""
+        request_log = getattr(self, "request_log", None)
+        if request_log is None:
+            from profiled.ops.logging import RequestLog
+
+            request_log = self.request_log = RequestLog(self.reactor)
+        request_log(request)
+
 
 class ProfiledRequest(server.Request):
     """Receives bodies under the site's BodyPolicy (see the module docstring)."""
