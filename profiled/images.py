@@ -7,9 +7,10 @@ There is no database: an image's state is read off the stores.
 - public store: one object per variant, named as in its URL: ``<id>`` for
   the default variant, ``<id>_<name>`` for the others.
 
-The worker writes the default variant last, so its presence means every
-variant is there: ``ready``. Else a failure record means ``failed``; else an
-original means ``pending``; else the image does not exist.
+An image exists while its original does (DELETE removes the original
+last). The worker writes the default variant last, so its presence means
+every variant is there: ``ready``. Else a failure record means ``failed``;
+else ``pending``.
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ async def image_state(drivers: Drivers, layout: Layout, image_id: str) -> ImageS
     """Read the state of ``image_id`` off the stores; None when it does not exist."""
     if not is_valid_id(image_id):
         return None
+    # The original is what makes an image exist: DELETE removes it last, and a
+    # worker that raced a DELETE may have put variants back for a moment.
+    original = await drivers.private.head(layout.original(image_id))
+    if original is None:
+        return None
+    principal = original.metadata.get("principal")
     if await drivers.public.head(layout.variant(image_id)) is not None:
-        return ImageState(image_id, "ready")
+        return ImageState(image_id, "ready", principal=principal)
     if await drivers.private.head(layout.failure(image_id)) is not None:
         record = await read_failure(drivers, layout, image_id)
-        return ImageState(image_id, "failed", error=record.get("reason", "failed"))
-    original = await drivers.private.head(layout.original(image_id))
-    if original is not None:
-        return ImageState(image_id, "pending", principal=original.metadata.get("principal"))
-    return None
+        return ImageState(
+            image_id, "failed", error=record.get("reason", "failed"), principal=principal
+        )
+    return ImageState(image_id, "pending", principal=principal)
 
 
 async def read_failure(drivers: Drivers, layout: Layout, image_id: str) -> dict[str, str]:

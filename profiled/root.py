@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request as WebRequest
 
@@ -22,6 +23,36 @@ class NotFoundPage(Resource):
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"cache-control", b"public, max-age=60")
         return error.body()
+
+
+class JSONMethodErrors(Resource):
+    """A leaf whose wrong methods get the API's JSON 405, not twisted.web's page.
+
+    twisted.web answers a method a resource lacks with an HTML 405, or,
+    for methods other than GET, HEAD and POST (PUT, TRACE, ...), with a
+    "501 Huh?": a 5xx for a client's mistake. HEAD on a GET-only resource
+    is left to twisted.web, which fakes it from GET.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, request: WebRequest) -> Any:
+        try:
+            return self.inner.render(request)
+        except UnsupportedMethod as e:
+            if request.method == b"HEAD" and b"GET" in e.allowedMethods:
+                raise
+            error = errors.method_not_allowed()
+            request.setResponseCode(error.code)
+            request.setHeader(b"allow", b", ".join(e.allowedMethods))
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            request.setHeader(b"cache-control", b"no-store")
+            return error.body()
 
 
 class Root(Resource):
@@ -46,12 +77,12 @@ class Root(Resource):
 
     def getChild(self, path: bytes, request: WebRequest) -> Any:
         if path in self.named:
-            return self.named[path]
+            return JSONMethodErrors(self.named[path])
         if path == b"v1" and self.api is not None:
             request.postpath.insert(0, request.prepath.pop())
             return self.api
         if path == b"" and not request.postpath and self.index is not None:
-            return self.index
+            return JSONMethodErrors(self.index)
         return self.missing
 
     def render(self, request: WebRequest) -> bytes:
