@@ -119,7 +119,7 @@ def make_service(
         if settings.role == "all" and _try_page_on(settings):
             from profiled.web.trypage import try_page
 
-            index = try_page()
+            index = try_page(settings)
 
     images = settings.images
     policy = BodyPolicy(
