@@ -46,7 +46,7 @@ class BodyPolicy:
     spool_dir: str | None = None
     #: Seconds to keep reading (and dropping) after an early answer.
     linger: float = 2.0
-    #: Called with each early answer's status, for metrics.
+    #: Called with each early answer to an upload (POST /v1/images), for metrics.
     on_early_answer: Callable[[APIError], None] | None = None
     #: Called with (request, method, path) once the headers are in: an
     #: APIError refuses the request before its body is read (rate limits, auth).
@@ -205,7 +205,9 @@ class ProfiledRequest(server.Request):
         # Twisted would otherwise send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
         policy: BodyPolicy = self.channel.site.body_policy
-        if policy.on_early_answer is not None:
+        if policy.on_early_answer is not None and isinstance(
+            getattr(self, "content", None), UploadSpool
+        ):
             policy.on_early_answer(error)
         self._log.info(
             "refused {method} {path} early: {code} {message}",

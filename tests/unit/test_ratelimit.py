@@ -231,3 +231,19 @@ def test_limits_off_by_default():
         assert h.request("GET", "/v1/images/" + "0" * 32).status == 404
     for _ in range(10):
         assert h.upload(jpeg()).status == 202
+
+
+def test_early_refusals_count_as_uploads_only_for_uploads():
+    """A 429 to a GET is not counted in profiled_uploads; one to an upload is."""
+    h = make_harness({"PROFILED_AUTH_REQUESTS_PER_MINUTE_PER_IP": "1"})
+    a = IPv4Address("TCP", "198.51.100.1", 5000)
+    assert get_from(h, a).status == 404
+    assert get_from(h, a).status == 429
+    proto, transport = connect_from(h, a)
+    proto.dataReceived(
+        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 10\r\n\r\n"
+    )
+    assert parse_responses(transport.value())[0].status == 429
+    metrics = h.request("GET", "/metrics").body.decode()
+    assert 'profiled_uploads_total{code="429",outcome="refused"} 1.0' in metrics
