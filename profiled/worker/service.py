@@ -128,7 +128,11 @@ class WorkerService(Service):
         if jobs:
             self.log.info("waiting for {n} job(s) in flight", n=len(jobs))
             bound = deferLater(self.clock, self.settings.images.crunch_seconds + 5, lambda: None)
-            await DeferredList([DeferredList(jobs), bound], fireOnOneCallback=True)
+            # consumeErrors: the bound's CancelledError below is expected, not an
+            # "Unhandled error in Deferred" for the log.
+            await DeferredList(
+                [DeferredList(jobs), bound], fireOnOneCallback=True, consumeErrors=True
+            )
             bound.cancel()
         # Jobs still running past the bound keep their messages invisible
         # until the visibility timeout; they come back to another worker.
