@@ -41,9 +41,10 @@ from urllib.parse import quote
 import attrs
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.client import RequestTransmissionFailed, ResponseNeverReceived
 from twisted.web.iweb import IRequest, IResponse
 
 from profiled.config import AuthSettings
@@ -68,6 +69,8 @@ MAX_ENTRIES = 10_000
 MAX_RESPONSE_BYTES = 64 * 1024
 #: Claims that name the principal, in order of preference.
 PRINCIPAL_CLAIMS = ("sub", "user_id", "username")
+#: Failures of a request on a kept-alive connection that the server closed.
+STALE_CONNECTION = (ResponseNeverReceived, RequestTransmissionFailed)
 
 
 class IntrospectionFailed(Exception):
@@ -140,11 +143,14 @@ class Introspector:
             # RFC 6749 section 2.3.1: form-encode, then Basic.
             pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"
             headers[b"authorization"] = [b"Basic " + base64.b64encode(pair.encode())]
-        response: IResponse = await self.http.post(
-            self.url,
-            data={"token": token, "token_type_hint": "access_token"},
-            headers=headers,
-        )
+        data = {"token": token, "token_type_hint": "access_token"}
+        try:
+            response: IResponse = await self.http.post(self.url, data=data, headers=headers)
+        except STALE_CONNECTION as e:
+            if any(reason.check(CancelledError) for reason in e.reasons):
+                raise  # our own timeout, not a stale connection
+            # A pooled connection the server had just closed: once more, on a new one.
+            response = await self.http.post(self.url, data=data, headers=headers)
         body = await _read_capped(response)
         if response.code != 200:
             raise IntrospectionFailed(f"the endpoint answered {response.code}")

@@ -485,3 +485,35 @@ def test_introspector_failure_is_its_own_error():
     d.addErrback(failure.append)
     assert failure[0].check(IntrospectionFailed)
     assert "500" in failure[0].getErrorMessage()
+
+
+def test_introspector_retries_once_on_a_stale_pooled_connection():
+    """A request lost on a kept-alive connection the server closed is sent once more."""
+    from twisted.python.failure import Failure
+    from twisted.web.client import ResponseNeverReceived
+
+    fake = FakeIntrospection()
+    fake.tokens["t"] = {"active": True, "sub": "x", "scope": SCOPE}
+    stub = StubTreq(fake)
+
+    class StaleOnce:
+        def __init__(self, failures: int) -> None:
+            self.failures = failures
+
+        def post(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.failures:
+                self.failures -= 1
+                d: Deferred[Any] = Deferred()
+                d.errback(Failure(ResponseNeverReceived([Failure(Exception("closed"))])))
+                return d
+            return stub.post(*args, **kwargs)
+
+    clock = Clock()
+    result: list[Any] = []
+    introspector = Introspector("http://introspect.test/", StaleOnce(1), clock)
+    Deferred.fromCoroutine(introspector.introspect("t")).addBoth(result.append)
+    assert result == [{"active": True, "sub": "x", "scope": SCOPE}]
+    result.clear()
+    introspector = Introspector("http://introspect.test/", StaleOnce(2), clock)
+    Deferred.fromCoroutine(introspector.introspect("t")).addBoth(result.append)
+    assert result[0].check(IntrospectionFailed)
