@@ -246,11 +246,15 @@ class WorkerService(Service):
         """
         job = {} if job is None else job
         public, private = self.drivers.public, self.drivers.private
-        if await public.head(self.layout.variant(image_id)) is not None:
-            return "already-ready", ""
         original = await private.head(self.layout.original(image_id))
         if original is None:
+            # Deleted. A worker that died between publishing and noticing the
+            # delete may have left variants: take them back, so nothing of a
+            # deleted image stays served.
+            await self._unpublish(image_id)
             return "gone", "original deleted before it was crunched"
+        if await public.head(self.layout.variant(image_id)) is not None:
+            return "already-ready", ""
         workdir = tempfile.mkdtemp(prefix=f"profiled-{image_id[:8]}-")
         try:
             src = os.path.join(workdir, "original")
@@ -278,12 +282,16 @@ class WorkerService(Service):
             shutil.rmtree(workdir, ignore_errors=True)
         if await private.head(self.layout.original(image_id)) is None:
             # Deleted while we worked: take back what we just published.
-            for name in self.layout.variant_names()[::-1]:
-                await public.delete(self.layout.variant(image_id, name))
+            await self._unpublish(image_id)
             return "gone", "deleted while being crunched"
         await private.delete(self.layout.failure(image_id))  # from an earlier parked try
         self.metrics.images_ready.inc()
         return "ready", ""
+
+    async def _unpublish(self, image_id: str) -> None:
+        """Remove every variant of an image, the default (the ready mark) first."""
+        for name in self.layout.variant_names()[::-1]:
+            await self.drivers.public.delete(self.layout.variant(image_id, name))
 
     async def _publish(self, image_id: str, result: CrunchResult) -> None:
         """Write the variants, the default one last (its presence means ready)."""

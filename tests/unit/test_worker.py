@@ -170,3 +170,15 @@ def test_garbage_message_is_dropped(world):
     run_one(world)
     assert pool.calls == 0
     assert drivers.queue.entries == []
+
+
+def test_redelivery_after_delete_removes_leftover_variants(world):
+    """Variants left by a worker that died after a DELETE are removed on redelivery."""
+    _, drivers, pool, _ = world
+    drivers.private.objects.clear()
+    for key in (f"{ID}_small", f"{ID}_large", ID):
+        drivers.public.put(key, io.BytesIO(b"x"), 1, "image/jpeg")
+    run_one(world)
+    assert pool.calls == 0
+    assert drivers.public.objects == {}
+    assert drivers.queue.entries == []
