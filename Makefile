@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= tcp:8080:interface=127.0.0.1
 DATA_DIR ?= ./var
 PYTEST_ARGS ?=
+LINT_DIRS := $(wildcard profiled tests twisted bench)
 
 .PHONY: run test lint bench deb clean
 
@@ -30,12 +31,21 @@ run: $(STAMP)
 	$(BIN)/twistd --nodaemon --pidfile= profiled --role=all --listen=$(LISTEN) --data-dir=$(DATA_DIR)
 
 test: $(STAMP)
-	$(BIN)/ruff check profiled tests twisted bench
+	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check profiled tests twisted bench
-	$(BIN)/ruff format --check profiled tests twisted bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
+
+# Benchmarks (docs/benchmarks.md): bench/install.sh adds what they need when
+# missing (wrk and nginx with apt-get, pyvips-binary into .venv, thumbor 7 into
+# its own venv under bench/.work), then every benchmark runs and the tables of
+# docs/benchmarks.md are rewritten. One: $(BIN)/python -m bench.crunch (or
+# ingest, serve, e2e). Results: bench/results/*.json (not committed).
+bench: $(STAMP)
+	VENV=$(VENV) sh bench/install.sh
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info var test-output .pytest_cache .ruff_cache
