@@ -68,7 +68,9 @@ def test_three_processes_share_one_data_dir(tmp_path: Path):
     data = f"--data-dir={tmp_path / 'var'}"
     proxy = Twistd(["--role=proxy", data], tmp_path, name="proxy")
     web = Twistd(
-        ["--role=web", data], tmp_path, name="web",
+        ["--role=web", data],
+        tmp_path,
+        name="web",
         env={"PROFILED_WEB_IMAGE_URL": f"{proxy.url}/a/{{id}}"},
     )
     worker = Twistd(["--role=worker", data], tmp_path, FAST_WORKER, name="worker")
@@ -102,7 +104,8 @@ def png(w: int, h: int) -> bytes:
 def test_bad_inputs_get_api_answers(tmp_path: Path):
     """Real HTTP: wrong, lying, empty and oversized bodies get the API.md answers."""
     server = Twistd(
-        ["--role=all", f"--data-dir={tmp_path / 'var'}"], tmp_path,
+        ["--role=all", f"--data-dir={tmp_path / 'var'}"],
+        tmp_path,
         {**FAST_WORKER, "PROFILED_WEB_MAX_BYTES": str(1024 * 1024)},
     )
     with running(server):
@@ -143,7 +146,9 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path: Path, sig: int):
     env = {**FAST_WORKER, "PROFILED_WORKER_VISIBILITY_TIMEOUT": "3"}
     web = Twistd(["--role=web", data], tmp_path, name="web")
     slow = Twistd(
-        ["--role=worker", data], tmp_path, name="slow-worker",
+        ["--role=worker", data],
+        tmp_path,
+        name="slow-worker",
         env={**env, "PROFILED_CRUNCH_TEST_HOOKS": "1", "PROFILED_CRUNCH_TEST_DELAY": "60"},
     )
     with running(web, slow):
