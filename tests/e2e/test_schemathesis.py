@@ -78,7 +78,10 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(tmp_path: Path):
         log = server.log_tail(200)
     output = done.stdout[-20000:] + done.stderr[-5000:]
     assert done.returncode == 0, f"{output}\n--- twistd log ---\n{log}"
-    assert "No issues found" in done.stdout, output
+    # Exit status 0 is schemathesis' own verdict; its summary wording varies
+    # between runs ("No issues found" or "N passed, M skipped"), so also make
+    # sure no failure was reported in it.
+    assert "FAILURES" not in done.stdout.upper().replace("NO FAILURES", ""), output
     # It really exercised the API: every operation of the spec was tested.
     assert "Tested: 10" in done.stdout, output
 
