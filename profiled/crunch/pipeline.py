@@ -92,17 +92,27 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 
-# Resampling: Lanczos throughout. Above twice this ratio Pillow first reduces
-# by an integer factor (a box filter over whole pixels), which is much faster
-# and at 2 hardly distinguishable from Lanczos all the way (Pillow's thumbnail
-# default).
+# Resampling. The first, large step (source or DCT-scaled source -> largest
+# variant) uses bicubic: two thirds of Lanczos' taps, and after JPEG encoding
+# within 0.03 dB of Lanczos all the way (PSNR against a full-resolution Lanczos
+# reference, docs/benchmarks.md). Above twice ``_REDUCING_GAP`` Pillow first
+# reduces by an integer factor (a box filter over whole pixels), much faster
+# and hardly distinguishable (Pillow's thumbnail default). The smaller
+# variants, made from the one before, use Lanczos: their sharpness shows.
+_FIRST_FILTER = Image.Resampling.BICUBIC
 _FILTER = Image.Resampling.LANCZOS
 _REDUCING_GAP = 2.0
 
 # PNG: zlib level 3 with Pillow's adaptive row filters. Level 6 is 5-10%
-# smaller and two to three times slower; a fixed RLE strategy is faster still
-# on photos but a third larger on drawings, which is what transparent avatars are.
+# smaller and two to three times slower. zlib's RLE strategy is faster still
+# and, on photo-like pixels (a cut-out portrait), smaller too (as small as
+# level 6), but up to twice as large on drawings; so it is used only for a
+# variant with more than ``_PNG_RLE_COLOURS`` distinct colours (counting stops
+# there, so the check costs next to nothing on photos), which drawings, even
+# anti-aliased ones, stay under.
 _PNG_LEVEL = 3
+_PNG_RLE_COLOURS = 8192
+_Z_RLE = 3
 
 # What a decoder raises on a hostile or broken file. Anything else is our bug.
 _DECODE_ERRORS = (
@@ -378,7 +388,7 @@ def _render_unchecked(
     elif target == crop_size and scale == 1.0:
         first = source.crop(crop)  # a cover crop that needs no resampling
     else:
-        first = source.resize(target, _FILTER, box=region, reducing_gap=_REDUCING_GAP)
+        first = source.resize(target, _FIRST_FILTER, box=region, reducing_gap=_REDUCING_GAP)
     del source
     if orientation in _UPRIGHT:
         first = first.transpose(_UPRIGHT[orientation])
@@ -455,7 +465,7 @@ def _resizable(im: Image.Image) -> tuple[Image.Image, bool]:
     elif mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F") and not mode.startswith("I;16"):
         im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
     if im.mode in ("LA", "RGBA"):
-        if im.getextrema()[-1][0] == 255:  # type: ignore[index]
+        if im.getchannel("A").getextrema()[0] == 255:  # type: ignore[index]
             return im.convert(im.mode[:-1]), False
         return im, True
     return im, False
@@ -534,6 +544,8 @@ def _encode(im: Image.Image, content_type: str, spec: CrunchSpec) -> bytes:
     params: dict[str, Any]
     if content_type == "image/png":
         params = {"compress_level": _PNG_LEVEL}
+        if clean.getcolors(maxcolors=_PNG_RLE_COLOURS) is None:
+            params["compress_type"] = _Z_RLE
         clean.save(out, "PNG", **params)
     else:
         params = {"quality": spec.jpeg_quality, "progressive": True, "subsampling": "4:2:0"}
