@@ -216,8 +216,17 @@ class ProfiledRequest(server.Request):
             code=error.code,
             message=error.message,
         )
-        self.channel.transport.write(error.raw_response())
+        raw = error.raw_response()
+        self.channel.transport.write(raw)
         self.channel.persistent = False
+        # The access log sees early answers too: give the request what a
+        # normal answer would have set before logging it.
+        self.method = getattr(self.channel, "_command", b"")
+        self.uri = getattr(self.channel, "_path", b"")
+        self.path = self.uri.split(b"?", 1)[0]
+        self.code = error.code
+        self.sentLength = len(error.body())
+        self.channel.site.log(self)
         self._linger_timer = self.channel.site.reactor.callLater(
             policy.linger, self.channel.transport.loseConnection
         )

@@ -273,7 +273,7 @@ def test_no_credentials_query_or_image_bytes_in_any_line():
         h.request("GET", f"/v1/images/{'0' * 32}?access_token={TOKEN}")
         assert h.upload(CANARY * 50, Authorization="Bearer " + TOKEN).status == 415
     text = render(events)
-    assert len(summaries(events)) == 2  # the 401 and the 415 are answered early, logged apart
+    assert len(summaries(events)) == 4  # early answers (the 401, the 415) are summarised too
     assert len([e for e in events if "early" in e.get("log_format", "")]) == 2
     assert TOKEN not in text
     assert CANARY.decode() not in text
@@ -338,3 +338,27 @@ def test_retried_and_parked_job_lines():
         assert line["Fields"]["reason"] == "Unavailable"
         assert line["Severity"] == 4
     assert [first["Fields"]["attempt"], last["Fields"]["attempt"]] == [1, 2]
+
+
+def test_early_answers_get_a_request_summary_line():
+    """An upload refused from its headers is logged like any answered request."""
+    from twisted.logger import globalLogPublisher
+
+    from tests.unit.wire import make_harness
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        h = make_harness({"PROFILED_WEB_MAX_BYTES": "100"})
+        h.send(
+            [
+                b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 101\r\n\r\n"
+            ]
+        )
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    summaries = [e for e in events if e.get("log_namespace") == "request.summary"]
+    assert [(e["method"], e["path"], e["status"]) for e in summaries] == [
+        ("POST", "/v1/images", 413)
+    ]
