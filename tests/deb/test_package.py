@@ -525,14 +525,16 @@ def test_all_roles_as_the_profiled_all_unit_runs_them(
         version = requests.get(url + "/__version__", timeout=10).json()
         assert version["commit"] != "unknown", version
         assert requests.get(url + "/__heartbeat__", timeout=10).status_code == 200
-        status = upload_and_fetch(url, figure, "profiled-all")
+        image = upload_and_fetch(url, figure, "profiled-all")
         original = data_dir / "private"
         owners = {p.stat().st_uid for p in original.rglob("*") if p.is_file()}
-        assert owners == {pwd.getpwnam("profiled").pw_uid}, (status["id"], owners)
+        assert owners == {pwd.getpwnam("profiled").pw_uid}, (image["id"], owners)
         stopping = time.monotonic()
-        status = server.stop()
-        server.assert_stopped_cleanly(status)
-        how = "killed by SIGTERM" if status == -signal.SIGTERM else f"exit status {status}"
+        exit_status = server.stop()
+        server.assert_stopped_cleanly(exit_status)
+        how = (
+            "killed by SIGTERM" if exit_status == -signal.SIGTERM else f"exit status {exit_status}"
+        )
         figure(f"profiled-all: SIGTERM to exit in {time.monotonic() - stopping:.2f} s ({how})")
         wait_until(no_process_left, 20, what="the crunch children to end with twistd")
         server.assert_clean_log()
