@@ -32,11 +32,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/mypy profiled
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
+	$(BIN)/mypy profiled
 
 # Benchmarks (docs/benchmarks.md): bench/install.sh adds what they need when
 # missing (wrk and nginx with apt-get, pyvips-binary into .venv, thumbor 7 into

@@ -79,6 +79,7 @@ class Root(Resource):
         if path in self.named:
             return JSONMethodErrors(self.named[path])
         if path == b"v1" and self.api is not None:
+            assert request.postpath is not None and request.prepath is not None
             request.postpath.insert(0, request.prepath.pop())
             return self.api
         if path == b"" and not request.postpath and self.index is not None:

@@ -15,7 +15,6 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore
 from twisted.logger import ILogObserver, Logger
 from twisted.web.resource import IResource
 
@@ -65,12 +64,14 @@ def instrumented(drivers: Drivers, metrics: Metrics) -> Drivers:
 
 def make_service(
     settings: Settings,
-    reactor: IReactorCore,
+    reactor: Any,
     drivers: Drivers | None = None,
     roles: set[str] | None = None,
 ) -> ProfiledService:
     """Build every service the configured role needs.
 
+    ``reactor`` provides IReactorCore, IReactorTime, IReactorProcess and
+    IReactorThreads (Twisted's types cannot say "all of these" in one name).
     ``drivers`` and ``roles`` are for tests: other drivers than the
     configured ones, or a subset of the roles of ``--role=all``.
     """
@@ -132,7 +133,7 @@ def make_service(
     )
     site = ProfiledSite(Root(children, api=api, index=index), policy, reactor)
     site.request_log = RequestLog(reactor, metrics)
-    site.requestFactory = site.request_log.stamping(site.requestFactory)
+    site.requestFactory = site.request_log.stamping(site.requestFactory)  # type: ignore[assignment]
     role_for_listener = "web" if settings.role == "all" else settings.role
     endpoint = serverFromString(reactor, settings.listen_for(role_for_listener))
     StreamServerEndpointService(endpoint, site).setServiceParent(top)

@@ -6,8 +6,9 @@ was already refused by the configuration.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
-from twisted.internet.interfaces import IReactorCore
 
 from profiled.config import Settings
 from profiled.interfaces import IQueue, IStore
@@ -24,7 +25,7 @@ class Drivers:
     queue: IQueue
 
 
-def build_drivers(settings: Settings, reactor: IReactorCore) -> Drivers:
+def build_drivers(settings: Settings, reactor: Any) -> Drivers:
     """Make the stores and queue that ``settings`` names."""
     name = settings.driver.name
     if name == "local":

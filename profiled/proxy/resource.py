@@ -13,8 +13,9 @@ is cached for a year; a miss only briefly, since the image may appear soon.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -159,7 +160,7 @@ class ImageProxy(Resource):
         self.log.warn(
             "store broke off serving {path}: {error}", path=request.path, error=str(failure.value)
         )
-        request.channel.transport.abortConnection()
+        cast(ITCPTransport, request.channel.transport).abortConnection()
 
 
 def _finish(request: WebRequest) -> None:

@@ -8,7 +8,7 @@ it, and report on images.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
@@ -190,7 +190,7 @@ class UploadAPI:
         key = self.layout.original(image_id)
         try:
             await self.drivers.private.put(
-                key, spool, spool.size, spool.content_type, {"principal": principal}
+                key, cast(BinaryIO, spool), spool.size, spool.content_type, {"principal": principal}
             )
         except Unavailable:
             # The store may have half-written nothing (puts are atomic), but a

@@ -35,7 +35,7 @@ import base64
 import hashlib
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import attrs
@@ -111,7 +111,7 @@ def read_verdict(doc: dict[str, Any], scope: str, admin_scope: str, now: float) 
     return Verdict(Principal(name, admin=admin), None, exp if _is_number(exp) else None)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -138,7 +138,7 @@ class Introspector:
             raise IntrospectionFailed(f"{type(e).__name__}: {e}") from e
 
     async def _call(self, token: str) -> dict[str, Any]:
-        headers = {b"accept": [b"application/json"]}
+        headers: dict[bytes | str, list[bytes | str]] = {b"accept": [b"application/json"]}
         if self.client_id:
             # RFC 6749 section 2.3.1: form-encode, then Basic.
             pair = f"{quote(self.client_id, safe='')}:{quote(self.client_secret, safe='')}"

@@ -20,10 +20,13 @@ of a connection reset (nginx's "lingering close").
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from profiled.crunch.sniff import ImageLimits
@@ -75,12 +78,16 @@ class ProfiledChannel(http.HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         super().requestDone(request)
-        if self.persistent and self.transport is not None and not self.transport.disconnecting:
+        if (
+            self.persistent
+            and self.transport is not None
+            and not getattr(self.transport, "disconnecting", False)
+        ):
             self._arm_head_timer()
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_head_timer()
-        super().connectionLost(reason)  # type: ignore[arg-type]
+        super().connectionLost(reason)
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -106,7 +113,7 @@ class ProfiledChannel(http.HTTPChannel):
 class ProfiledSite(server.Site):
     """A Site whose requests follow a BodyPolicy."""
 
-    protocol = ProfiledChannel
+    protocol = ProfiledChannel  # type: ignore[assignment]
 
     def __init__(self, resource, policy: BodyPolicy, reactor: IReactorTime, **kw) -> None:  # type: ignore[no-untyped-def]
         super().__init__(
@@ -122,7 +129,7 @@ class ProfiledSite(server.Site):
         self.active.add(request)
         request.notifyFinish().addBoth(lambda _: self.active.discard(request))
 
-    def log(self, request: server.Request) -> None:
+    def log(self, request: http.Request) -> None:
         """One ``request.summary`` line per answered request, instead of twisted.web's
         combined log line (profiled.ops.logging.RequestLog, set by profiled.service)."""
         request_log = getattr(self, "request_log", None)
@@ -130,7 +137,7 @@ class ProfiledSite(server.Site):
             from profiled.ops.logging import RequestLog
 
             request_log = self.request_log = RequestLog(self.reactor)
-        request_log(request)
+        request_log(cast(server.Request, request))
 
 
 class ProfiledRequest(server.Request):
@@ -143,8 +150,20 @@ class ProfiledRequest(server.Request):
     _body_timer: IDelayedCall | None = None
     _linger_timer: IDelayedCall | None = None
 
+    @property
+    def _site(self) -> ProfiledSite:
+        return cast(ProfiledSite, self.channel.site)  # type: ignore[attr-defined]
+
+    @property
+    def _body(self) -> UploadSpool | SmallBody:
+        return cast(UploadSpool | SmallBody, self.content)
+
+    @property
+    def _transport(self) -> ITCPTransport:
+        return cast(ITCPTransport, self.channel.transport)
+
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
+        site = self._site
         site.track(self)
         policy: BodyPolicy = site.body_policy
         method = getattr(self.channel, "_command", b"")
@@ -180,20 +199,20 @@ class ProfiledRequest(server.Request):
         if self.answered_early is not None:
             # Lingering: drop what still comes, but not for ever.
             self._dropped += len(data)
-            if self._dropped > self.channel.site.body_policy.max_bytes:
-                self.channel.transport.abortConnection()
+            if self._dropped > self._site.body_policy.max_bytes:
+                self._transport.abortConnection()
             return
-        self.content.write(data)
-        if self.content.error is not None:
-            self.answer_early(self.content.error)
+        self._body.write(data)
+        if self._body.error is not None:
+            self.answer_early(self._body.error)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self._cancel(self._body_timer)
         if self.answered_early is not None:
-            self.channel.transport.loseConnection()
+            self._transport.loseConnection()
             return
         #: The verdict on the body (None: accepted), for the resource to act on.
-        self.body_error = self.content.finish()
+        self.body_error = self._body.finish()
         super().requestReceived(command, path, version)
 
     def answer_early(self, error: APIError) -> None:
@@ -204,7 +223,7 @@ class ProfiledRequest(server.Request):
         self._cancel(self._body_timer)
         # Twisted would otherwise send "100 Continue" after our answer.
         self.requestHeaders.removeHeader(b"expect")
-        policy: BodyPolicy = self.channel.site.body_policy
+        policy: BodyPolicy = self._site.body_policy
         if policy.on_early_answer is not None and isinstance(
             getattr(self, "content", None), UploadSpool
         ):
@@ -217,7 +236,7 @@ class ProfiledRequest(server.Request):
             message=error.message,
         )
         raw = error.raw_response()
-        self.channel.transport.write(raw)
+        self._transport.write(raw)
         self.channel.persistent = False
         # The access log sees early answers too: give the request what a
         # normal answer would have set before logging it.
@@ -226,9 +245,9 @@ class ProfiledRequest(server.Request):
         self.path = self.uri.split(b"?", 1)[0]
         self.code = error.code
         self.sentLength = len(error.body())
-        self.channel.site.log(self)
-        self._linger_timer = self.channel.site.reactor.callLater(
-            policy.linger, self.channel.transport.loseConnection
+        self._site.log(self)
+        self._linger_timer = self._site.reactor.callLater(
+            policy.linger, self._transport.loseConnection
         )
 
     def _too_slow(self) -> None:
@@ -236,7 +255,7 @@ class ProfiledRequest(server.Request):
         if self.answered_early is None:
             self.answer_early(errors.timed_out())
             self._cancel(self._linger_timer)
-            self.channel.transport.loseConnection()
+            self._transport.loseConnection()
 
     def connectionLost(self, reason: object) -> None:
         self._cancel(self._body_timer)

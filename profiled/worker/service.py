@@ -130,9 +130,8 @@ class WorkerService(Service):
             bound = deferLater(self.clock, self.settings.images.crunch_seconds + 5, lambda: None)
             # consumeErrors: the bound's CancelledError below is expected, not an
             # "Unhandled error in Deferred" for the log.
-            await DeferredList(
-                [DeferredList(jobs), bound], fireOnOneCallback=True, consumeErrors=True
-            )
+            all_jobs: Deferred[Any] = DeferredList(jobs)
+            await DeferredList([all_jobs, bound], fireOnOneCallback=True, consumeErrors=True)
             bound.cancel()
         # Jobs still running past the bound keep their messages invisible
         # until the visibility timeout; they come back to another worker.

@@ -504,7 +504,7 @@ class AwsClient:
         d = self.http.request(
             method,
             url,
-            headers={k: v for k, v in signed.headers.items()},
+            headers=dict[bytes | str, bytes | str](signed.headers.items()),
             data=data,
             allow_redirects=False,
             unbuffered=True,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote, unquote
 
 from twisted.internet import defer, task
@@ -147,15 +147,15 @@ class _BodyPump(Protocol):
     # IPushProducer, forwarded to the HTTP transport.
     def pauseProducing(self) -> None:
         if self.transport is not None:
-            self.transport.pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
 
     def resumeProducing(self) -> None:
         if self.transport is not None:
-            self.transport.resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def stopProducing(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += len(data)
@@ -183,7 +183,7 @@ class _Drain(Protocol):
 
     def connectionMade(self) -> None:
         if self.close and self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         pass
