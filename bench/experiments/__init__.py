@@ -1,0 +1,1 @@
+"""One-off measurements of changes outside the benchmarks' own files (docs/benchmarks.md)."""
