@@ -435,3 +435,42 @@ def test_build_local_lays_out_the_data_dir(tmp_path):
     assert isinstance(drivers.queue, LocalQueue)
     assert (drivers.queue.visibility_timeout, drivers.queue.max_receives) == (45, 7)
     assert sorted(os.listdir(tmp_path / "var")) == ["private", "public", "queue"]
+
+
+def test_small_object_is_read_with_the_open(tmp_path):
+    """An avatar-sized object is read whole by get(), so deliver() needs no thread."""
+    from twisted.internet.task import Clock
+
+    from profiled.drivers.consumers import FileConsumer
+    from profiled.drivers.local.store import SMALL_OBJECT, LocalStore
+
+    class InlinePool:
+        calls = 0
+
+        def callInThreadWithCallback(self, onResult, f, *a, **kw):
+            InlinePool.calls += 1
+            try:
+                onResult(True, f(*a, **kw))
+            except BaseException as e:
+                from twisted.python.failure import Failure
+
+                onResult(False, Failure(e))
+
+    class Reactor(Clock):
+        def getThreadPool(self):
+            return InlinePool()
+
+        def callFromThread(self, f, *a, **kw):
+            f(*a, **kw)
+
+    store = LocalStore(tmp_path / "s", reactor=Reactor())
+    data = b"x" * 5000
+    store.put("k", io.BytesIO(data), len(data), "image/jpeg")
+    assert len(data) <= SMALL_OBJECT
+    InlinePool.calls = 0
+    obj = store.get("k").result
+    out = io.BytesIO()
+    d = obj.deliver(FileConsumer(out))
+    assert d.called
+    assert out.getvalue() == data
+    assert InlinePool.calls == 1

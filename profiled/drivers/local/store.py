@@ -57,6 +57,8 @@ DIR_MODE = 0o750
 FILE_MODE = 0o640
 #: Bytes read per step when streaming a file out.
 CHUNK = 64 * 1024
+#: Objects up to this size are read whole when opened (avatars are a few KiB).
+SMALL_OBJECT = 64 * 1024
 #: Temp files older than this (seconds) are leftovers of a crash.
 STALE_TMP_SECONDS = 3600.0
 #: An encoded name longer than this is shortened with a hash (names stay < 255 bytes).
@@ -299,15 +301,26 @@ class _LocalObject:
     """An object whose data file is already open, so a later delete or overwrite
     cannot pull it away mid-read (the inode lives until we close it)."""
 
-    def __init__(self, info: ObjectInfo, f: BinaryIO, blocking: Blocking) -> None:
+    def __init__(
+        self, info: ObjectInfo, f: BinaryIO, blocking: Blocking, data: bytes | None = None
+    ) -> None:
         self.info = info
         self._file: BinaryIO | None = f
         self._blocking = blocking
+        #: The whole body, when it was small enough to read with the open.
+        self._data = data
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
         f, self._file = self._file, None
         if f is None:
             return defer.fail(RuntimeError("deliver() after deliver() or abandon()"))
+        if self._data is not None:
+            # Read already, in the same thread call as the open: one thread
+            # hop per small object (an avatar) instead of two or more.
+            f.close()
+            if self._data:
+                consumer.write(self._data)
+            return defer.succeed(None)
         if self.info.size == 0:
             f.close()
             return defer.succeed(None)
@@ -489,7 +502,14 @@ class LocalStore:
         opened = self._open(key)
         if opened is None:
             raise NotFound(key)
-        return _LocalObject(*opened, self._blocking)
+        info, f = opened
+        data = None
+        if info.size <= SMALL_OBJECT:
+            data = f.read(info.size + 1)
+            if len(data) != info.size:
+                f.close()
+                raise Unavailable(f"{key}: data file is {len(data)} bytes, not {info.size}")
+        return _LocalObject(info, f, self._blocking, data)
 
     def delete(self, key: str) -> Deferred[None]:
         try:
