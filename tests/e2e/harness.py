@@ -163,6 +163,25 @@ def running(*processes: Twistd) -> Iterator[tuple[Twistd, ...]]:
             p.stop_quietly()
 
 
+def separate_roles(
+    workdir: Path, data_dir: Path, worker_env: Mapping[str, str] | None = None
+) -> tuple[Twistd, Twistd, Twistd]:
+    """proxy, web and worker as three processes sharing one data dir (not started).
+
+    The web role's URLs point at the proxy, as in a real deployment.
+    """
+    data = f"--data-dir={data_dir}"
+    proxy = Twistd(["--role=proxy", data], workdir, name="proxy")
+    web = Twistd(
+        ["--role=web", data],
+        workdir,
+        name="web",
+        env={"PROFILED_WEB_IMAGE_URL": f"{proxy.url}/a/{{id}}"},
+    )
+    worker = Twistd(["--role=worker", data], workdir, worker_env, name="worker")
+    return proxy, web, worker
+
+
 def upload(
     server: Twistd, data: bytes, content_type: str = "image/jpeg", **kw: Any
 ) -> requests.Response:

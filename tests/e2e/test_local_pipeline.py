@@ -11,7 +11,14 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.e2e.harness import Twistd, running, upload, wait_for_status, wait_until
+from tests.e2e.harness import (
+    Twistd,
+    running,
+    separate_roles,
+    upload,
+    wait_for_status,
+    wait_until,
+)
 from tests.e2e.photos import looks_upright, sideways_jpeg
 
 FAST_WORKER = {"PROFILED_WORKER_POLL_WAIT": "1", "PROFILED_WORKER_CONCURRENCY": "2"}
@@ -65,15 +72,7 @@ def test_all_roles_upload_to_ready_to_served(tmp_path: Path):
 
 def test_three_processes_share_one_data_dir(tmp_path: Path):
     """web, worker and proxy as separate processes meet only through the data dir."""
-    data = f"--data-dir={tmp_path / 'var'}"
-    proxy = Twistd(["--role=proxy", data], tmp_path, name="proxy")
-    web = Twistd(
-        ["--role=web", data],
-        tmp_path,
-        name="web",
-        env={"PROFILED_WEB_IMAGE_URL": f"{proxy.url}/a/{{id}}"},
-    )
-    worker = Twistd(["--role=worker", data], tmp_path, FAST_WORKER, name="worker")
+    proxy, web, worker = separate_roles(tmp_path, tmp_path / "var", FAST_WORKER)
     with running(proxy, web, worker):
         ids = []
         for _ in range(3):

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests import images
-from tests.e2e.harness import Twistd, running, upload, wait_until
+from tests.e2e.harness import Twistd, running, separate_roles, upload, wait_until
 from tests.faults.chaos import Tally, crunch_children, kill
 
 pytestmark = pytest.mark.e2e
@@ -194,15 +194,7 @@ def test_worker_sigkilled_mid_crunch_loses_nothing(tmp_path: Path):
 def test_web_and_proxy_restart_under_load(tmp_path: Path):
     """Uploads and downloads keep coming while web and proxy restart: no 202 is lost."""
     var = tmp_path / "var"
-    data = f"--data-dir={var}"
-    proxy = Twistd(["--role=proxy", data], tmp_path, name="proxy")
-    web = Twistd(
-        ["--role=web", data],
-        tmp_path,
-        name="web",
-        env={"PROFILED_WEB_IMAGE_URL": f"{proxy.url}/a/{{id}}"},
-    )
-    worker = Twistd(["--role=worker", data], tmp_path, FAST, name="worker")
+    proxy, web, worker = separate_roles(tmp_path, var, FAST)
     tally = Tally()
     stop = threading.Event()
     served: list[int] = []

@@ -49,6 +49,7 @@ from profiled.drivers.local.store import (
     fsync_dir,
     make_dirs,
     sweep_tmp,
+    unlink_if_there,
 )
 from profiled.errors import LostClaim, Unavailable
 from profiled.interfaces import IQueue, Message, QueueStats
@@ -194,7 +195,7 @@ class LocalQueue:
                 os.close(fd)
             os.rename(tmp, self.new / str(name))
         except BaseException:
-            _unlink(tmp)
+            unlink_if_there(tmp)
             raise
         fsync_dir(self.new)
 
@@ -287,7 +288,9 @@ class LocalQueue:
         except Exception:
             return defer.fail()
         # ENOENT: the claim ran out and the message came back; nothing to delete.
-        return self._blocking(_unlink, self.claimed / message.handle).addCallback(lambda _: None)
+        return self._blocking(unlink_if_there, self.claimed / message.handle).addCallback(
+            lambda _: None
+        )
 
     def release(self, message: Message, delay: float = 0) -> Deferred[None]:
         try:
@@ -415,14 +418,6 @@ def _rename(source: Path, target: Path) -> bool:
     """Move ``source`` to ``target``; False if ``source`` is gone (someone else won)."""
     try:
         os.rename(source, target)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
     except FileNotFoundError:
         return False
     return True

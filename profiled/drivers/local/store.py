@@ -443,10 +443,10 @@ class LocalStore:
             fsync_dir(directory)
         except BaseException:
             for path in cleanup:
-                _unlink(path)
+                unlink_if_there(path)
             raise
         if old is not None and old["data"] != data_name:
-            _unlink(directory / old["data"])
+            unlink_if_there(directory / old["data"])
         return info
 
     def _make_fanout(self, directory: Path) -> None:
@@ -525,7 +525,7 @@ class LocalStore:
         a delete must leave none of the user's bytes behind.
         """
         directory, name = self._paths(key)
-        removed = _unlink(directory / f"{name}.meta")
+        removed = unlink_if_there(directory / f"{name}.meta")
         try:
             names = os.listdir(directory)
         except FileNotFoundError:
@@ -533,7 +533,7 @@ class LocalStore:
         prefix = f"{name}."
         for entry in names:
             if entry.startswith(prefix) and entry.endswith(".data"):
-                removed = _unlink(directory / entry) or removed
+                removed = unlink_if_there(directory / entry) or removed
         if removed:
             fsync_dir(directory)
 
@@ -548,7 +548,7 @@ class LocalStore:
         os.unlink(path)
 
 
-def _unlink(path: Path) -> bool:
+def unlink_if_there(path: Path) -> bool:
     """Remove ``path``; True if it was there."""
     try:
         os.unlink(path)
