@@ -47,7 +47,10 @@ class MemoryStore:
         #: Set to True to make every call fail with Unavailable.
         self.down = False
 
-    def _check(self) -> None:
+    def _checked(self, key: str | None = None) -> None:
+        """Refuse a bad key, then fail as a real store would while ``down``."""
+        if key is not None:
+            check_key(key)
         if self.down:
             raise Unavailable("memory store is down")
 
@@ -60,14 +63,21 @@ class MemoryStore:
         metadata: Mapping[str, str] | None = None,
         cache_control: str | None = None,
     ) -> Deferred[ObjectInfo]:
-        try:
-            check_key(key)
-            self._check()
-        except Exception:
-            return defer.fail()
+        return defer.execute(self._put, key, source, length, content_type, metadata, cache_control)
+
+    def _put(
+        self,
+        key: str,
+        source: BinaryIO,
+        length: int,
+        content_type: str,
+        metadata: Mapping[str, str] | None,
+        cache_control: str | None,
+    ) -> ObjectInfo:
+        self._checked(key)
         data = source.read(length)
         if len(data) != length:
-            return defer.fail(ValueError(f"source ended after {len(data)} of {length} bytes"))
+            raise ValueError(f"source ended after {len(data)} of {length} bytes")
         info = ObjectInfo(
             key=key,
             size=length,
@@ -77,43 +87,35 @@ class MemoryStore:
             cache_control=cache_control,
         )
         self.objects[key] = (info, data)
-        return defer.succeed(info)
+        return info
 
     def head(self, key: str) -> Deferred[ObjectInfo | None]:
-        try:
-            check_key(key)
-            self._check()
-        except Exception:
-            return defer.fail()
+        return defer.execute(self._head, key)
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        self._checked(key)
         entry = self.objects.get(key)
-        return defer.succeed(entry[0] if entry else None)
+        return entry[0] if entry else None
 
     def get(self, key: str) -> Deferred[IStoredObject]:
-        try:
-            check_key(key)
-            self._check()
-        except Exception:
-            return defer.fail()
+        return defer.execute(self._get, key)
+
+    def _get(self, key: str) -> IStoredObject:
+        self._checked(key)
         entry = self.objects.get(key)
         if entry is None:
-            return defer.fail(NotFound(key))
-        return defer.succeed(_MemoryObject(*entry))
+            raise NotFound(key)
+        return _MemoryObject(*entry)
 
     def delete(self, key: str) -> Deferred[None]:
-        try:
-            check_key(key)
-            self._check()
-        except Exception:
-            return defer.fail()
+        return defer.execute(self._delete, key)
+
+    def _delete(self, key: str) -> None:
+        self._checked(key)
         self.objects.pop(key, None)
-        return defer.succeed(None)
 
     def ping(self) -> Deferred[None]:
-        try:
-            self._check()
-        except Exception:
-            return defer.fail()
-        return defer.succeed(None)
+        return defer.execute(self._checked)
 
 
 @attrs.define
