@@ -108,10 +108,10 @@ def failure_record(reason: str, detail: str, attempts: int) -> bytes:
     return json.dumps({"reason": reason, "detail": detail, "attempts": attempts}).encode()
 
 
-async def owner_of(drivers: Drivers, layout: Layout, image_id: str) -> str | None:
-    """The principal that uploaded the image, if recorded."""
-    info = await drivers.private.head(layout.original(image_id))
-    return None if info is None else info.metadata.get("principal")
+async def unpublish(drivers: Drivers, layout: Layout, image_id: str) -> None:
+    """Remove every variant of an image, the default one (the ready mark) first."""
+    for name in layout.variant_names()[::-1]:
+        await drivers.public.delete(layout.variant(image_id, name))
 
 
 async def delete_image(drivers: Drivers, layout: Layout, image_id: str) -> None:
@@ -121,7 +121,6 @@ async def delete_image(drivers: Drivers, layout: Layout, image_id: str) -> None:
     original goes last, so a worker racing with the delete notices it is
     gone (see worker) and removes what it wrote.
     """
-    for name in layout.variant_names()[::-1]:
-        await drivers.public.delete(layout.variant(image_id, name))
+    await unpublish(drivers, layout, image_id)
     await drivers.private.delete(layout.failure(image_id))
     await drivers.private.delete(layout.original(image_id))

@@ -17,12 +17,9 @@ class NotFoundPage(Resource):
     isLeaf = True
 
     def render(self, request: WebRequest) -> bytes:
-        error = errors.not_found("no such resource")
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"x-content-type-options", b"nosniff")
-        request.setHeader(b"cache-control", b"public, max-age=60")
-        return error.body()
+        return errors.render_error(
+            request, errors.not_found("no such resource"), cache_control=b"public, max-age=60"
+        )
 
 
 class JSONMethodErrors(Resource):
@@ -46,13 +43,8 @@ class JSONMethodErrors(Resource):
         except UnsupportedMethod as e:
             if request.method == b"HEAD" and b"GET" in e.allowedMethods:
                 raise
-            error = errors.method_not_allowed()
-            request.setResponseCode(error.code)
             request.setHeader(b"allow", b", ".join(e.allowedMethods))
-            request.setHeader(b"content-type", b"application/json")
-            request.setHeader(b"x-content-type-options", b"nosniff")
-            request.setHeader(b"cache-control", b"no-store")
-            return error.body()
+            return errors.render_error(request, errors.method_not_allowed())
 
 
 class Root(Resource):

@@ -22,14 +22,7 @@ from twisted.web.server import Request as WebRequest
 
 from profiled import __version__
 from profiled.ops.metrics import Metrics
-
-
-def _json(request: WebRequest, code: int, body: Any) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    return json.dumps(body).encode()
+from profiled.web.errors import render_json
 
 
 def version_info() -> dict[str, str]:
@@ -48,7 +41,7 @@ class LBHeartbeat(Resource):
     isLeaf = True
 
     def render_GET(self, request: WebRequest) -> bytes:
-        return _json(request, 200, {})
+        return render_json(request, 200, {})
 
     render_HEAD = render_GET
 
@@ -61,7 +54,7 @@ class Version(Resource):
         self.info = version_info()
 
     def render_GET(self, request: WebRequest) -> bytes:
-        return _json(request, 200, self.info)
+        return render_json(request, 200, self.info)
 
 
 class Heartbeat(Resource):
@@ -83,7 +76,9 @@ class Heartbeat(Resource):
                 body[name] = "ok" if ok else f"error: {value.getErrorMessage()}"
             healthy = all(ok for ok, _ in results)
             status = "ok" if healthy else "error"
-            payload = _json(request, 200 if healthy else 503, {"status": status, "checks": body})
+            payload = render_json(
+                request, 200 if healthy else 503, {"status": status, "checks": body}
+            )
             if not getattr(request, "_disconnected", False):
                 request.write(payload)
                 request.finish()

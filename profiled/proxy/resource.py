@@ -98,12 +98,8 @@ class ImageProxy(Resource):
 
     def _miss(self, request: WebRequest) -> bytes:
         self._misses.inc()
-        error = errors.not_found()
         self._security_headers(request)
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", self.miss_cache)
-        return error.body()
+        return errors.render_error(request, errors.not_found(), cache_control=self.miss_cache)
 
     def _found(self, obj: IStoredObject, request: WebRequest, with_body: bool) -> None:
         info = obj.info
@@ -147,12 +143,7 @@ class ImageProxy(Resource):
             self.log.failure("unexpected error serving {path}", failure, path=request.path)
             error = errors.internal()
         self.metrics.proxy_responses.labels(str(error.code)).inc()
-        request.setResponseCode(error.code)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        if error.retry_after:
-            request.setHeader(b"retry-after", str(error.retry_after).encode())
-        request.write(error.body())
+        request.write(errors.render_error(request, error))
         _finish(request)
 
     def _broken(self, failure: Failure, request: WebRequest) -> None:

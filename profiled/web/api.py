@@ -7,7 +7,6 @@ it, and report on images.
 
 from __future__ import annotations
 
-import json
 from typing import Any, BinaryIO, cast
 
 from klein import Klein
@@ -21,38 +20,15 @@ from profiled.config import Settings
 from profiled.drivers import Drivers
 from profiled.errors import Unavailable
 from profiled.ids import is_valid_id, new_id
-from profiled.images import Layout, delete_image, image_state, owner_of
+from profiled.images import Layout, delete_image, image_state
 from profiled.ops.metrics import Metrics
 from profiled.web import errors
 from profiled.web.auth import Gate
-from profiled.web.errors import APIError
+from profiled.web.errors import APIError, render_error, render_json
 from profiled.web.spool import UploadSpool
 
 #: Attempts at enqueueing before an upload is undone and answered 503.
 ENQUEUE_ATTEMPTS = 3
-
-
-def json_response(request: IRequest, code: int, body: dict[str, Any]) -> bytes:
-    """Set the status and JSON headers of an API answer; return its body."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    return json.dumps(body).encode()
-
-
-def error_response(request: IRequest, error: APIError) -> bytes:
-    """The one way every API error is written."""
-    request.setResponseCode(error.code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    if error.retry_after is not None:
-        request.setHeader(b"retry-after", str(error.retry_after).encode())
-    challenge = getattr(error, "challenge", None)
-    if challenge:
-        request.setHeader(b"www-authenticate", challenge.encode())
-    return error.body()
 
 
 class UploadAPI:
@@ -105,7 +81,7 @@ class UploadAPI:
             principal=principal.name,
         )
         request.setHeader(b"location", f"/v1/images/{image_id}".encode())
-        return json_response(
+        return render_json(
             request,
             202,
             {"id": image_id, "status": "pending", "url": self.settings.image_url(image_id)},
@@ -128,19 +104,19 @@ class UploadAPI:
             }
         if state.status == "failed":
             body["error"] = state.error
-        return json_response(request, 200, body)
+        return render_json(request, 200, body)
 
     @app.route("/v1/images/<string:image_id>", methods=["DELETE"])
     async def delete(self, request: IRequest, image_id: str) -> bytes:
         principal = await self.auth.authenticate(request)
         if not is_valid_id(image_id):
             raise errors.not_found()
-        state = await image_state(self.drivers, self.layout, image_id)
-        if state is None:
+        # The original is what makes an image exist, and it names the uploader.
+        original = await self.drivers.private.head(self.layout.original(image_id))
+        if original is None:
             raise errors.not_found()
         if self.auth.enforced and not principal.admin:
-            owner = await owner_of(self.drivers, self.layout, image_id)
-            if owner != principal.name:
+            if original.metadata.get("principal") != principal.name:
                 raise errors.forbidden("only the uploader or an admin may delete this image")
         await delete_image(self.drivers, self.layout, image_id)
         self.log.info("deleted {id} for {principal}", id=image_id, principal=principal.name)
@@ -160,14 +136,14 @@ class UploadAPI:
 
     @app.handle_errors(NotFound)
     def no_route(self, request: IRequest, failure: Any) -> bytes:
-        return error_response(request, errors.not_found("no such resource"))
+        return render_error(request, errors.not_found("no such resource"))
 
     @app.handle_errors(MethodNotAllowed)
     def wrong_method(self, request: IRequest, failure: Any) -> bytes:
         allowed = getattr(failure.value, "valid_methods", None) or []
         if allowed:
             request.setHeader(b"allow", ", ".join(allowed).encode())
-        return error_response(request, errors.method_not_allowed())
+        return render_error(request, errors.method_not_allowed())
 
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Any) -> bytes:
@@ -180,7 +156,7 @@ class UploadAPI:
         if request.path == b"/v1/images" and request.method == b"POST":
             outcome = "failed" if error.code >= 500 else "refused"
             self.metrics.uploads.labels(outcome, str(error.code)).inc()
-        return error_response(request, error)
+        return render_error(request, error)
 
     # -- inside ----------------------------------------------------------------
 

@@ -62,8 +62,8 @@ class AuthError(APIError):
 
     challenge: str = f'Bearer realm="{REALM}"'
 
-    def raw_response(self, extra_headers: dict[str, str] | None = None) -> bytes:
-        return super().raw_response({"WWW-Authenticate": self.challenge, **(extra_headers or {})})
+    def extra_headers(self) -> dict[str, str]:
+        return {**super().extra_headers(), "WWW-Authenticate": self.challenge}
 
 
 def unauthorized(message: str = "missing or invalid credentials") -> AuthError:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import Any
 
 import attrs
+from twisted.web.iweb import IRequest
+
+NO_STORE = b"no-store"
 
 
 @attrs.frozen
@@ -33,7 +37,13 @@ class APIError(Exception):
             }
         ).encode()
 
-    def raw_response(self, extra_headers: dict[str, str] | None = None) -> bytes:
+    def extra_headers(self) -> dict[str, str]:
+        """Headers this answer needs besides the JSON ones (Retry-After, ...)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(self.retry_after)}
+
+    def raw_response(self) -> bytes:
         """A whole HTTP/1.1 response, for answering before twisted.web is ready.
 
         Used when a body is refused while it is still arriving (too large,
@@ -46,14 +56,35 @@ class APIError(Exception):
             "Connection": "close",
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
+            **self.extra_headers(),
         }
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
-        headers.update(extra_headers or {})
         head = f"HTTP/1.1 {self.code} {HTTPStatus(self.code).phrase}\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in headers.items()
         )
         return head.encode("latin-1") + b"\r\n" + body
+
+
+def render_json(request: IRequest, code: int, body: Any, cache_control: bytes = NO_STORE) -> bytes:
+    """Set the status and headers of a JSON answer; return its body.
+
+    The one place JSON answers get their headers, errors included.
+    """
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", cache_control)
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    return json.dumps(body).encode()
+
+
+def render_error(request: IRequest, error: APIError, cache_control: bytes = NO_STORE) -> bytes:
+    """Write ``error`` as the answer to ``request``: status, headers, JSON body."""
+    request.setResponseCode(error.code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", cache_control)
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    for name, value in error.extra_headers().items():
+        request.setHeader(name.lower().encode("latin-1"), value.encode("latin-1"))
+    return error.body()
 
 
 def malformed(message: str) -> APIError:

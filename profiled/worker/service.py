@@ -44,7 +44,7 @@ from profiled.drivers import Drivers
 from profiled.drivers.consumers import download
 from profiled.errors import LostClaim
 from profiled.ids import is_valid_id
-from profiled.images import Layout, failure_record
+from profiled.images import Layout, failure_record, unpublish
 from profiled.interfaces import Message
 from profiled.ops.metrics import Metrics
 
@@ -250,7 +250,7 @@ class WorkerService(Service):
             # Deleted. A worker that died between publishing and noticing the
             # delete may have left variants: take them back, so nothing of a
             # deleted image stays served.
-            await self._unpublish(image_id)
+            await unpublish(self.drivers, self.layout, image_id)
             return "gone", "original deleted before it was crunched"
         if await public.head(self.layout.variant(image_id)) is not None:
             return "already-ready", ""
@@ -281,16 +281,11 @@ class WorkerService(Service):
             shutil.rmtree(workdir, ignore_errors=True)
         if await private.head(self.layout.original(image_id)) is None:
             # Deleted while we worked: take back what we just published.
-            await self._unpublish(image_id)
+            await unpublish(self.drivers, self.layout, image_id)
             return "gone", "deleted while being crunched"
         await private.delete(self.layout.failure(image_id))  # from an earlier parked try
         self.metrics.images_ready.inc()
         return "ready", ""
-
-    async def _unpublish(self, image_id: str) -> None:
-        """Remove every variant of an image, the default (the ready mark) first."""
-        for name in self.layout.variant_names()[::-1]:
-            await self.drivers.public.delete(self.layout.variant(image_id, name))
 
     async def _publish(self, image_id: str, result: CrunchResult) -> None:
         """Write the variants, the default one last (its presence means ready)."""
