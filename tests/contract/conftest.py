@@ -32,13 +32,19 @@ def _memory_store(tmp_path: Path) -> StoreFactory:
     return make
 
 
-def _local_store(tmp_path: Path) -> StoreFactory:
+def _local_store(tmp_path: Path, cache_bytes: int = 0) -> StoreFactory:
     async def make() -> IStore:
         from profiled.drivers.local.store import LocalStore
 
-        return LocalStore(tmp_path / f"store{next(_counter)}", reactor=reactor)
+        root = tmp_path / f"store{next(_counter)}"
+        return LocalStore(root, reactor=reactor, cache_bytes=cache_bytes)
 
     return make
+
+
+def _local_cached_store(tmp_path: Path) -> StoreFactory:
+    """The local store with its read cache on, as the proxy's public store runs."""
+    return _local_store(tmp_path, cache_bytes=1024 * 1024)
 
 
 def _memory_queue(tmp_path: Path) -> QueueFactory:
@@ -65,6 +71,7 @@ def _local_queue(tmp_path: Path) -> QueueFactory:
 STORE_FACTORIES: dict[str, Callable[..., StoreFactory]] = {
     "memory": _memory_store,
     "local": _local_store,
+    "local-cached": _local_cached_store,
     "s3-moto": aws_factories.s3_store,
     "s3-seaweedfs": aws_factories.s3_store,
 }

@@ -73,7 +73,9 @@ async def test_overwrite_replaces_whole_object(make_store):
     """A second put under the same key replaces the first, etag included."""
     store = await make_store()
     first = await store.put("k", io.BytesIO(b"first version"), 13, "text/plain")
+    assert await read_bytes(store, "k") == b"first version"  # read (and cached, if it caches)
     second = await store.put("k", io.BytesIO(b"2nd"), 3, "text/plain")
+    assert await read_bytes(store, "k") == b"2nd"
     assert await read_bytes(store, "k") == b"2nd"
     assert first.etag != second.etag
     assert (await store.head("k")).etag == second.etag
@@ -102,8 +104,11 @@ async def test_delete_is_idempotent(make_store):
     """delete removes the object; deleting again or a missing key succeeds."""
     store = await make_store()
     await store.put("gone", io.BytesIO(b"x"), 1, "text/plain")
+    assert await read_bytes(store, "gone") == b"x"  # read (and cached, if it caches)
     await store.delete("gone")
     assert await store.head("gone") is None
+    with pytest.raises(NotFound):
+        await store.get("gone")
     await store.delete("gone")
     await store.delete("never-was")
 

@@ -29,6 +29,7 @@ from profiled.drivers.consumers import FileConsumer, read_bytes
 from profiled.drivers.keys import check_key
 from profiled.drivers.local.store import MAX_NAME, LocalStore, encode_key
 from profiled.errors import InvalidKey, NotFound, Unavailable
+from tests.unit.inline_reactor import InlineReactor
 
 
 def sleep(seconds: float):
@@ -439,38 +440,18 @@ def test_build_local_lays_out_the_data_dir(tmp_path):
 
 def test_small_object_is_read_with_the_open(tmp_path):
     """An avatar-sized object is read whole by get(), so deliver() needs no thread."""
-    from twisted.internet.task import Clock
-
     from profiled.drivers.consumers import FileConsumer
-    from profiled.drivers.local.store import SMALL_OBJECT, LocalStore
+    from profiled.drivers.local.store import SMALL_OBJECT
 
-    class InlinePool:
-        calls = 0
-
-        def callInThreadWithCallback(self, onResult, f, *a, **kw):
-            InlinePool.calls += 1
-            try:
-                onResult(True, f(*a, **kw))
-            except BaseException as e:
-                from twisted.python.failure import Failure
-
-                onResult(False, Failure(e))
-
-    class Reactor(Clock):
-        def getThreadPool(self):
-            return InlinePool()
-
-        def callFromThread(self, f, *a, **kw):
-            f(*a, **kw)
-
-    store = LocalStore(tmp_path / "s", reactor=Reactor())
+    fake = InlineReactor()
+    store = LocalStore(tmp_path / "s", reactor=fake)  # type: ignore[arg-type]
     data = b"x" * 5000
     store.put("k", io.BytesIO(data), len(data), "image/jpeg")
     assert len(data) <= SMALL_OBJECT
-    InlinePool.calls = 0
+    fake.pool.calls = 0
     obj = store.get("k").result
     out = io.BytesIO()
     d = obj.deliver(FileConsumer(out))
     assert d.called
     assert out.getvalue() == data
-    assert InlinePool.calls == 1
+    assert fake.pool.calls == 1

@@ -27,7 +27,11 @@ def build_local(settings: Settings, reactor: ThreadingReactor) -> Drivers:
     data_dir = Path(settings.local.data_dir)
     return Drivers(
         private=LocalStore(data_dir / "private", reactor=reactor),
-        public=LocalStore(data_dir / "public", reactor=reactor),
+        public=LocalStore(
+            data_dir / "public",
+            reactor=reactor,
+            cache_bytes=settings.local.public_cache_mb * 1024 * 1024,
+        ),
         queue=LocalQueue(
             data_dir / "queue",
             reactor=reactor,

@@ -21,7 +21,9 @@ round, lets a reader pair new metadata with old bytes, and a CDN would then
 cache the wrong bytes under a strong etag for a year.)
 
 Every blocking call runs in a thread pool. Only the construction (a few
-``mkdir``) and closing a read-only file run on the reactor thread.
+``mkdir``), closing a read-only file, and the one ``stat`` with which the
+optional read cache checks an object it holds (profiled.drivers.local.cache)
+run on the reactor thread.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from profiled.drivers.keys import check_key
+from profiled.drivers.local.cache import CachedObject, ReadCache, Signature, signature
 from profiled.errors import NotFound, Unavailable
 from profiled.interfaces import IStore, IStoredObject, ObjectInfo
 
@@ -186,10 +189,21 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
     """The manifest at ``path``; None when missing or unreadable (logged)."""
+    read = _read_manifest_file(path)
+    return None if read is None else read[0]
+
+
+def _read_manifest_file(path: Path) -> tuple[dict[str, Any], Signature] | None:
+    """The manifest at ``path`` and the identity of the file it was read from."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        st = os.fstat(fd)
+        raw = os.read(fd, st.st_size + 1)
+    finally:
+        os.close(fd)
     try:
         doc = json.loads(raw)
         if not (
@@ -205,7 +219,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
         log.warn("local store: ignoring broken manifest {path}: {error}", path=str(path), error=e)
         return None
-    return doc
+    return doc, signature(st)
 
 
 def _info(key: str, doc: Mapping[str, Any], size: int) -> ObjectInfo:
@@ -301,26 +315,15 @@ class _LocalObject:
     """An object whose data file is already open, so a later delete or overwrite
     cannot pull it away mid-read (the inode lives until we close it)."""
 
-    def __init__(
-        self, info: ObjectInfo, f: BinaryIO, blocking: Blocking, data: bytes | None = None
-    ) -> None:
+    def __init__(self, info: ObjectInfo, f: BinaryIO, blocking: Blocking) -> None:
         self.info = info
         self._file: BinaryIO | None = f
         self._blocking = blocking
-        #: The whole body, when it was small enough to read with the open.
-        self._data = data
 
     def deliver(self, consumer: IConsumer) -> Deferred[None]:
         f, self._file = self._file, None
         if f is None:
             return defer.fail(RuntimeError("deliver() after deliver() or abandon()"))
-        if self._data is not None:
-            # Read already, in the same thread call as the open: one thread
-            # hop per small object (an avatar) instead of two or more.
-            f.close()
-            if self._data:
-                consumer.write(self._data)
-            return defer.succeed(None)
         if self.info.size == 0:
             f.close()
             return defer.succeed(None)
@@ -332,18 +335,49 @@ class _LocalObject:
             f.close()
 
 
+@implementer(IStoredObject)
+class _SmallObject:
+    """An object read whole when it was opened (an avatar: a few KiB): written
+    out in one call, no file held, no further thread hop."""
+
+    def __init__(self, info: ObjectInfo, data: bytes, read_from: CachedObject | None = None):
+        self.info = info
+        self._data: bytes | None = data
+        #: What the read cache may keep of it (None: not cacheable).
+        self.read_from = read_from
+
+    def deliver(self, consumer: IConsumer) -> Deferred[None]:
+        data, self._data = self._data, None
+        if data is None:
+            return defer.fail(RuntimeError("deliver() after deliver() or abandon()"))
+        if data:
+            consumer.write(data)
+        return defer.succeed(None)
+
+    def abandon(self) -> None:
+        self._data = None
+
+
 @implementer(IStore)
 class LocalStore:
     """An IStore in a directory on a local (POSIX) file system."""
 
     def __init__(
-        self, root: Path, reactor: ThreadingReactor, threadpool: ThreadPool | None = None
+        self,
+        root: Path,
+        reactor: ThreadingReactor,
+        threadpool: ThreadPool | None = None,
+        cache_bytes: int = 0,
     ) -> None:
+        """``cache_bytes`` > 0 keeps objects read with ``get`` of at most
+        ``SMALL_OBJECT`` bytes in memory, checked against the disk on every
+        read (profiled.drivers.local.cache)."""
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self._blocking = Blocking(reactor, threadpool, f"local store {self.root}")
         self._fanout_made: set[str] = set()
+        self._cache = ReadCache(cache_bytes) if cache_bytes > 0 else None
         make_dirs(self.objects, self.tmp)
         sweep_tmp(self.tmp)
 
@@ -460,19 +494,25 @@ class LocalStore:
             fsync_dir(self.objects)
         self._fanout_made.add(directory.name)
 
-    def _open(self, key: str) -> tuple[ObjectInfo, BinaryIO] | None:
-        """Open the current data file of ``key`` with its info, or None."""
+    def _open(self, key: str) -> tuple[ObjectInfo, BinaryIO, str, Signature] | None:
+        """Open the current data file of ``key``, or None.
+
+        Returns the object's info, the open file, and the path and identity
+        of the manifest it was found through (for the read cache).
+        """
         directory, name = self._paths(key)
+        manifest = str(directory / f"{name}.meta")
         for _ in range(_OPEN_ATTEMPTS):
-            doc = _read_manifest(directory / f"{name}.meta")
-            if doc is None:
+            read = _read_manifest_file(Path(manifest))
+            if read is None:
                 return None
+            doc, sig = read
             try:
                 f = open(directory / doc["data"], "rb")  # closed by the object
             except FileNotFoundError:
                 continue  # an overwrite or delete got in between: read the manifest again
             size = os.fstat(f.fileno()).st_size
-            return _info(key, doc, size), f
+            return _info(key, doc, size), f, manifest, sig
         log.warn("local store: manifest of {key!r} names a missing data file", key=key)
         return None
 
@@ -487,29 +527,49 @@ class LocalStore:
         opened = self._open(key)
         if opened is None:
             return None
-        info, f = opened
+        info, f, _, _ = opened
         f.close()
         return info
 
     def get(self, key: str) -> Deferred[IStoredObject]:
+        if self._cache is not None:
+            try:
+                entry = self._cache.lookup(key)
+            except FileNotFoundError:
+                return defer.fail(NotFound(key))
+            except OSError:
+                entry = None  # the slow way below says what is wrong
+            if entry is not None:
+                return defer.succeed(_SmallObject(entry.info, entry.data))
         try:
             check_key(key)
         except Exception:
             return defer.fail()
-        return self._blocking(self._get, key)
+        d = self._blocking(self._get, key)
+        if self._cache is not None:
+            d.addCallback(self._remember)
+        return d
 
     def _get(self, key: str) -> IStoredObject:
         opened = self._open(key)
         if opened is None:
             raise NotFound(key)
-        info, f = opened
-        data = None
-        if info.size <= SMALL_OBJECT:
+        info, f, manifest, sig = opened
+        if info.size > SMALL_OBJECT:
+            return _LocalObject(info, f, self._blocking)
+        # Small: read whole in the same thread call as the open, one thread
+        # hop per avatar instead of two or more.
+        with f:
             data = f.read(info.size + 1)
-            if len(data) != info.size:
-                f.close()
-                raise Unavailable(f"{key}: data file is {len(data)} bytes, not {info.size}")
-        return _LocalObject(info, f, self._blocking, data)
+        if len(data) != info.size:
+            raise Unavailable(f"{key}: data file is {len(data)} bytes, not {info.size}")
+        return _SmallObject(info, data, CachedObject(manifest, sig, info, data))
+
+    def _remember(self, obj: IStoredObject) -> IStoredObject:
+        """Keep a small object just read in the read cache (on the reactor thread)."""
+        if self._cache is not None and isinstance(obj, _SmallObject) and obj.read_from:
+            self._cache.remember(obj.info.key, obj.read_from)
+        return obj
 
     def delete(self, key: str) -> Deferred[None]:
         try:
