@@ -109,6 +109,9 @@ class ProxySettings:
     listen: str = field(default=DEFAULT_LISTEN, metadata=_check(_endpoint))
     #: Cache lifetime of 404 answers, in seconds.
     not_found_max_age: int = field(default=60, metadata=_check(_non_negative))
+    #: One request.summary log line per /a/ request; false: only answers >= 500
+    #: get one (the HTTP metrics count every request either way).
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class LocalSettings:
     """The embedded driver: everything under one directory."""
 
     data_dir: str = "./var"
+    #: MiB of small public objects (variants) each process keeps in memory for
+    #: the proxy, checked against the disk on every request (0: no cache).
+    public_cache_mb: int = field(default=32, metadata=_check(_non_negative))
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,8 @@ def make_service(
         admit=gate.admit if gate is not None else None,
     )
     site = ProfiledSite(Root(children, api=api, index=index), policy, reactor)
-    site.request_log = RequestLog(reactor, metrics)
+    quiet = frozenset() if settings.proxy.access_log else frozenset({"proxy"})
+    site.request_log = RequestLog(reactor, metrics, quiet_routes=quiet)
     site.requestFactory = site.request_log.stamping(site.requestFactory)  # type: ignore[assignment]
     role_for_listener = "web" if settings.role == "all" else settings.role
     endpoint = serverFromString(reactor, settings.listen_for(role_for_listener))

@@ -50,6 +50,27 @@ LEVELS = {
 }
 SECRET_WORDS = ("token", "secret", "password", "authorization", "credential", "cookie")
 _PLAIN = (str, int, float, bool, type(None))
+#: Event keys that are twisted.logger's bookkeeping, not fields of the line.
+_NOT_FIELDS = frozenset(
+    ("message", "format", "time", "system", "isError", "printed", "failure", "why")
+)
+#: Whether each event key seen so far may be a field (the same few keys come
+#: with every line; checking them against SECRET_WORDS each time adds up).
+_field_verdicts: dict[str, bool] = {}
+
+
+def _field_allowed(key: str) -> bool:
+    """Whether an event key may appear in a line: not bookkeeping, not a secret's name."""
+    verdict = _field_verdicts.get(key)
+    if verdict is None:
+        verdict = not (
+            key.startswith(("log_", "_"))
+            or key in _NOT_FIELDS
+            or any(word in key.lower() for word in SECRET_WORDS)
+        )
+        if len(_field_verdicts) < 4096:  # keys are names in code; bound it anyway
+            _field_verdicts[key] = verdict
+    return verdict
 
 
 @implementer(ILogObserver)
@@ -83,8 +104,10 @@ class MozlogObserver:
             # log.err(failure, why): the legacy text is "why" plus the whole
             # traceback, which has a field of its own.
             message = str(event.get("why") or "Unhandled error")
-        elif event.get("log_format") is not None:
-            message = formatEvent(event)
+        elif (fmt := event.get("log_format")) is not None:
+            # A format without braces is its own text (RequestLog's lines
+            # come formatted): skip the formatter, a third of a line's cost.
+            message = fmt if "{" not in fmt and "}" not in fmt else formatEvent(event)
         elif "message" in event:  # a legacy event that did not go through the bridge
             message = " ".join(str(m) for m in event["message"])
         else:
@@ -92,20 +115,7 @@ class MozlogObserver:
         if message:
             fields["msg"] = message
         for key, value in event.items():
-            if key.startswith(("log_", "_")) or key in (
-                "message",
-                "format",
-                "time",
-                "system",
-                "isError",
-                "printed",
-                "failure",
-                "why",
-            ):
-                continue
-            if any(word in key.lower() for word in SECRET_WORDS):
-                continue
-            if isinstance(value, _PLAIN):
+            if isinstance(value, _PLAIN) and _field_allowed(key):
                 fields[key] = value
         if failure is not None:
             fields["error"] = failure.getErrorMessage()
@@ -142,8 +152,10 @@ def route_of(path: str) -> str:
 
 
 def _printable(raw: bytes | str | None, longest: int = _LONGEST) -> str:
-    text = raw.decode("latin-1") if isinstance(raw, bytes) else (raw or "")
-    return "".join(c if c.isprintable() else "?" for c in text[:longest])
+    text = (raw.decode("latin-1") if isinstance(raw, bytes) else (raw or ""))[:longest]
+    if text.isprintable():  # nearly always: one C call instead of one per character
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 class RequestLog:
@@ -153,11 +165,21 @@ class RequestLog:
     clients put tokens), nor bodies.
     """
 
-    def __init__(self, clock: IReactorTime, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        metrics: Metrics | None = None,
+        quiet_routes: frozenset[str] = frozenset(),
+    ) -> None:
+        """``quiet_routes``: routes (see ``route_of``) whose answers below 500
+        are counted in the metrics but get no line (``proxy.access_log = false``)."""
         self.clock = clock
         self.metrics = metrics
+        self.quiet_routes = quiet_routes
         # An instance attribute: as a class attribute, Logger names itself after the class.
         self.log = Logger(namespace="request.summary", source=self)
+        #: The metric children of each (route, status), looked up once.
+        self._counters: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def stamping(self, factory: Callable[..., Request]) -> Callable[..., Request]:
         """Wrap a Site's ``requestFactory`` so each request notes when its first line came."""
@@ -199,14 +221,28 @@ class RequestLog:
         return fields
 
     def __call__(self, request: Request) -> None:
-        fields = self.fields(request)
+        path = _printable(request.path)
+        route, status = route_of(path), int(request.code)
+        started = getattr(request, "profiled_started", None)
+        seconds = None if started is None else max(0.0, self.clock.seconds() - started)
         if self.metrics is not None:
-            self.metrics.http_responses.labels(fields["route"], str(fields["status"])).inc()
-            if "duration_ms" in fields:
-                self.metrics.http_seconds.labels(fields["route"]).observe(
-                    fields["duration_ms"] / 1000
+            counted = self._counters.get((route, status))
+            if counted is None:
+                counted = self._counters[(route, status)] = (
+                    self.metrics.http_responses.labels(route, str(status)),
+                    self.metrics.http_seconds.labels(route),
                 )
-        self.log.info(
-            "{method} {path} {status} {bytes} bytes in {duration_ms} ms",
-            **{"duration_ms": None, **fields},
+            counted[0].inc()
+            if seconds is not None:
+                counted[1].observe(seconds)
+        if route in self.quiet_routes and status < 500:
+            return
+        fields = self.fields(request)
+        # Formatted here, braces escaped: the observers need not format it again.
+        text = (
+            f"{fields['method']} {fields['path']} {status} {fields['bytes']} bytes"
+            f" in {fields.get('duration_ms')} ms"
         )
+        if "{" in text or "}" in text:
+            text = text.replace("{", "{{").replace("}", "}}")
+        self.log.info(text, **fields)

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from profiled.errors import NotFound
@@ -45,6 +46,8 @@ class Metrics:
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self.now = now
+        #: backend_seconds' child of each (backend, op), looked up once.
+        self._call_seconds: dict[tuple[str, str], Any] = {}
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.uploads = Counter(
             "profiled_uploads",
@@ -161,20 +164,28 @@ class Metrics:
 
         A ``NotFound`` is timed but is no error (the proxy's 404s would
         swamp real ones); a cancelled call (a long poll given up when the
-        worker stops) is neither.
+        worker stops) is neither. A call answered at once (the local store's
+        read cache) is counted as taking no time, without a callback: that
+        is the proxy's hot path.
         """
+        seconds = self._call_seconds.get((backend, op))
+        if seconds is None:
+            seconds = self._call_seconds[(backend, op)] = self.backend_seconds.labels(backend, op)
+        if d.called and not isinstance(d.result, Failure):
+            seconds.observe(0.0)
+            return d
         start = self.now()
 
         def ok(result: Any) -> Any:
-            self.backend_seconds.labels(backend, op).observe(max(0.0, self.now() - start))
+            seconds.observe(max(0.0, self.now() - start))
             return result
 
-        def failed(f: Any) -> Any:
+        def failed(f: Failure) -> Failure:
             if f.check(CancelledError):  # a long poll given up at stop: no call to time
                 return f
-            self.backend_seconds.labels(backend, op).observe(max(0.0, self.now() - start))
+            seconds.observe(max(0.0, self.now() - start))
             if not f.check(NotFound):  # a missing key is an answer, not an error
-                self.backend_errors.labels(backend, op, f.type.__name__).inc()
+                self.backend_errors.labels(backend, op, f.type.__name__).inc()  # type: ignore[union-attr]
             return f
 
         return d.addCallbacks(ok, failed)

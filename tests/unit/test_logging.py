@@ -262,6 +262,22 @@ def test_lines_carry_the_image_id():
     ]
 
 
+def test_proxy_access_log_can_be_turned_off():
+    """proxy.access_log = false: /a/ answers below 500 get no line but are still
+    counted; the API's lines stay, and a proxy 503 still gets one."""
+    h = make_harness({"PROFILED_PROXY_ACCESS_LOG": "false"})
+    with capturedLogs() as events:
+        image_id = h.upload(images.jpeg()).json()["id"]
+        h.request("GET", f"/a/{image_id}")
+        h.request("GET", "/a/not-an-id")
+        h.drivers.public.down = True
+        h.request("GET", f"/a/{image_id}")
+    found = [(s["method"], s["route"], s["status"]) for s in summaries(events)]
+    assert found == [("POST", "api", 202), ("GET", "proxy", 503)]
+    text = h.request("GET", "/metrics").body.decode()
+    assert 'profiled_http_responses_total{code="404",route="proxy"} 2.0' in text
+
+
 def test_no_credentials_query_or_image_bytes_in_any_line():
     """Tokens (header or query string) and image bytes appear in no log line of a request."""
     env = {"PROFILED_AUTH_MODE": "bearer", "PROFILED_AUTH_TOKENS": f"alice:{token_digest(TOKEN)}"}
