@@ -193,13 +193,13 @@ def ingest(d: dict[str, Any]) -> list[str]:
 def serve(d: dict[str, Any]) -> list[str]:
     s = d["summary"]
     labels = {
-        "profiled": "profiled proxy role",
+        "profiled": "profiled proxy role (defaults: read cache, access log)",
+        "profiled_quiet": "profiled proxy role, `proxy.access_log = false`",
+        "profiled_nocache": "profiled proxy role, `local.public_cache_mb = 0`",
         "nginx": "nginx (1 worker, access log off)",
         "static_file": "twisted.web.static.File",
         "twisted_floor": "twisted.web floor: constant body, no log, no file",
-        "whatif_nolog": "what-if: proxy without the per-request log line",
-        "whatif_syncsmall": "what-if: store reads small files on the reactor thread",
-        "whatif_all": "what-if: both, and no store instrumentation",
+        "whatif_noinstrument": "what-if: access log off, no store instrumentation",
     }
     out = [
         "### Serve",

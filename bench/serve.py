@@ -35,6 +35,8 @@ N_IDS = 1000
 CONNECTIONS = 64
 SECONDS = 5 if not common.QUICK else 2
 IMMUTABLE = "public, max-age=31536000, immutable"
+#: The proxy without its per-request log line (a CDN in front keeps the log).
+QUIET = {"PROFILED_PROXY_ACCESS_LOG": "false"}
 
 #: The server processes behind each port, for their CPU time.
 _SERVERS: dict[int, list[int]] = {}
@@ -94,10 +96,13 @@ def make_files() -> tuple[Path, Path, Path]:
 
 
 @contextmanager
-def profiled_proxy(data: Path, cpus: str | None = "0", whatif: str | None = None) -> Iterator[int]:
-    """The proxy role; ``whatif`` names patches of bench.experiments.proxy_whatif."""
+def profiled_proxy(
+    data: Path, cpus: str | None = "0", whatif: str | None = None, **config: str
+) -> Iterator[int]:
+    """The proxy role; ``whatif`` names patches of bench.experiments.proxy_whatif,
+    ``config`` sets PROFILED_* variables."""
     port = common.free_port()
-    env = common.profiled_env(data)
+    env = common.profiled_env(data, **config)
     args = ["--role=proxy", f"--listen=tcp:{port}:interface=127.0.0.1"]
     cmd = common.twistd(args)
     if whatif is not None:
@@ -205,9 +210,9 @@ def main() -> None:
         "nginx": lambda: nginx(plain),
         "static_file": lambda: static_file(plain),
         "twisted_floor": lambda: constant(),
-        "whatif_nolog": lambda: profiled_proxy(data, whatif="nolog"),
-        "whatif_syncsmall": lambda: profiled_proxy(data, whatif="syncsmall"),
-        "whatif_all": lambda: profiled_proxy(data, whatif="nolog,syncsmall,noinstrument"),
+        "profiled_quiet": lambda: profiled_proxy(data, **QUIET),
+        "profiled_nocache": lambda: profiled_proxy(data, PROFILED_LOCAL_PUBLIC_CACHE_MB="0"),
+        "whatif_noinstrument": lambda: profiled_proxy(data, whatif="noinstrument", **QUIET),
     }
     raw: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for i in range(runs):
