@@ -455,3 +455,42 @@ def test_small_object_is_read_with_the_open(tmp_path):
     assert d.called
     assert out.getvalue() == data
     assert fake.pool.calls == 1
+
+
+def test_delivery_into_a_file_is_one_thread_call(tmp_path):
+    """A large object delivered into a real file is copied whole in one thread call
+    (the worker's download of an original), after what the file already held."""
+    from profiled.drivers.consumers import FileConsumer
+
+    fake = InlineReactor()
+    store = LocalStore(tmp_path / "s", reactor=fake)  # type: ignore[arg-type]
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    store.put("k", io.BytesIO(data), len(data), "image/jpeg")
+    target = tmp_path / "copy"
+    with open(target, "wb") as sink:
+        sink.write(b"head:")
+        fake.pool.calls = 0
+        obj = store.get("k").result
+        done = obj.deliver(FileConsumer(sink))
+        assert done.called and done.result is None
+        assert fake.pool.calls == 2  # the open, the copy
+        sink.write(b":tail")
+    assert target.read_bytes() == b"head:" + data + b":tail"
+
+
+def test_delivery_into_a_file_that_is_short_fails(tmp_path):
+    """A data file shorter than its manifest says fails the copy with Unavailable."""
+    from profiled.drivers.consumers import FileConsumer
+
+    fake = InlineReactor()
+    store = LocalStore(tmp_path / "s", reactor=fake)  # type: ignore[arg-type]
+    data = os.urandom(200_000)
+    store.put("k", io.BytesIO(data), len(data), "image/jpeg")
+    obj = store.get("k").result
+    (data_file,) = data_and_meta(tmp_path / "s")[0]
+    os.truncate(data_file, 1000)
+    with open(tmp_path / "copy", "wb") as sink:
+        done = obj.deliver(FileConsumer(sink))
+    failure = done.result
+    done.addErrback(lambda _: None)
+    assert failure.check(Unavailable)
