@@ -33,10 +33,10 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import IO
 
 import attrs
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError, features
+from PIL import Image, ImageChops, ImageCms, ImageFile, UnidentifiedImageError, features
 
 from profiled.crunch.sniff import (
     FORMATS,
@@ -92,6 +92,10 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 
+# Alpha is resampled premultiplied; these name the modes on either side.
+_PREMULTIPLIED = {"LA": "La", "RGBA": "RGBa"}
+_STRAIGHT = {"La": "LA", "RGBa": "RGBA"}
+
 # Resampling. The first, large step (source or DCT-scaled source -> largest
 # variant) uses bicubic: two thirds of Lanczos' taps, and after JPEG encoding
 # within 0.03 dB of Lanczos all the way (PSNR against a full-resolution Lanczos
@@ -102,17 +106,28 @@ _UPRIGHT = {
 _FIRST_FILTER = Image.Resampling.BICUBIC
 _FILTER = Image.Resampling.LANCZOS
 _REDUCING_GAP = 2.0
+# Images with transparency become PNG, where no JPEG quantisation hides how
+# a variant was resampled; yet a box reduction by the largest whole factor
+# (half a 1200x1200 image: a 2x2 mean) keeps their largest variant at 52-53
+# dB against the Lanczos reference, within 0.4 dB of libvips' lanczos3 either
+# way on cut-outs of 1200-2600 px, and makes that step five times cheaper
+# (premultiplied bicubic 1200 -> 600: about 15 ms; reduce: 2.5). Opaque
+# images keep the gap of 2: there, over JPEG, a gap of 1 costs up to 0.15 dB
+# (docs/benchmarks.md).
+_ALPHA_REDUCING_GAP = 1.0
 
-# PNG: zlib level 3 with Pillow's adaptive row filters. Level 6 is 5-10%
-# smaller and two to three times slower. zlib's RLE strategy is faster still
-# and, on photo-like pixels (a cut-out portrait), smaller too (as small as
-# level 6), but up to twice as large on drawings; so it is used only for a
-# variant with more than ``_PNG_RLE_COLOURS`` distinct colours (counting stops
-# there, so the check costs next to nothing on photos), which drawings, even
+# PNG (written by ``_png``): the Up row filter, zlib level 3. zlib's RLE
+# strategy is faster and, on photo-like pixels (a cut-out portrait), smaller
+# too, but up to twice as large on drawings; so it is used only for a variant
+# with more than ``_PNG_RLE_COLOURS`` distinct colours (counting stops there,
+# so the check costs next to nothing on photos), which drawings, even
 # anti-aliased ones, stay under.
 _PNG_LEVEL = 3
 _PNG_RLE_COLOURS = 8192
-_Z_RLE = 3
+_PNG_BAND_BYTES = 1 << 20
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}
+_PNG_UP = b"\x02"
 
 # What a decoder raises on a hostile or broken file. Anything else is our bug.
 _DECODE_ERRORS = (
@@ -388,12 +403,27 @@ def _render_unchecked(
     elif target == crop_size and scale == 1.0:
         first = source.crop(crop)  # a cover crop that needs no resampling
     else:
-        first = source.resize(target, _FIRST_FILTER, box=region, reducing_gap=_REDUCING_GAP)
+        gap = _REDUCING_GAP
+        if alpha:
+            # Resample with premultiplied alpha, as Pillow does inside every
+            # RGBA resize, but convert once here and back once per variant
+            # when it is encoded (``_encode``), not around every step:
+            # cheaper, and faint pixels are not rounded again at each step
+            # (the 100 px variant of a cut-out gains 2 dB).
+            source = source.convert(_PREMULTIPLIED[source.mode])
+            gap = _ALPHA_REDUCING_GAP
+        first = source.resize(target, _FIRST_FILTER, box=region, reducing_gap=gap)
     del source
     if orientation in _UPRIGHT:
         first = first.transpose(_UPRIGHT[orientation])
-    first = _to_srgb(first, alpha, icc if isinstance(icc, bytes) else None)
-    content_type = "image/png" if first.mode in ("LA", "RGBA") else "image/jpeg"
+    profile = icc if isinstance(icc, bytes) and icc else None
+    if profile and first.mode in _STRAIGHT:
+        # A colour profile applies to straight colours, not premultiplied ones.
+        straight = _to_srgb(first.convert(_STRAIGHT[first.mode]), alpha, profile)
+        first = straight.convert(_PREMULTIPLIED[straight.mode])
+    else:
+        first = _to_srgb(first, alpha, profile)
+    content_type = "image/png" if alpha else "image/jpeg"
 
     # Smaller variants, each from the next larger one.
     made: dict[int, Image.Image] = {biggest: first}
@@ -474,6 +504,9 @@ def _resizable(im: Image.Image) -> tuple[Image.Image, bool]:
 def _to_srgb(im: Image.Image, alpha: bool, icc: bytes | None) -> Image.Image:
     """Make the resized image 8-bit sRGB: mode L, LA, RGB or RGBA.
 
+    Premultiplied La or RGBa is passed through when there is no profile
+    to apply (the caller gives a profile straight colours only).
+
     The embedded ICC profile is used when it fits the pixels; an unusable one
     is ignored (a plain conversion beats failing an avatar over its profile).
     Alpha is set aside while the colours are converted, and put back.
@@ -481,7 +514,7 @@ def _to_srgb(im: Image.Image, alpha: bool, icc: bytes | None) -> Image.Image:
     if im.mode == "I" or im.mode == "F" or im.mode.startswith("I;16"):
         # 16-bit samples: scale to 8 bits (Pillow's plain conversion would clip).
         im = im.convert("I").point(lambda v: v / 257 + 0.5).convert("L")
-    if not icc and im.mode in ("L", "LA", "RGB", "RGBA"):
+    if not icc and im.mode in ("L", "LA", "RGB", "RGBA", "La", "RGBa"):
         return im
     band_alpha = None
     if alpha:
@@ -533,21 +566,69 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 
 def _encode(im: Image.Image, content_type: str, spec: CrunchSpec) -> bytes:
-    """Encode a variant from a fresh image that holds its pixels and nothing else.
+    """Encode a variant from nothing but its pixels.
 
-    Pillow carries ``info`` through resize and convert, and its PNG and JPEG
-    writers copy parts of it (ICC profile, comment) into the output; an image
-    rebuilt from raw pixels has no ``info`` to leak.
+    Pillow carries ``info`` through resize and convert, and its JPEG writer
+    copies parts of it (the comment, the ICC profile) into the output; an
+    image rebuilt from raw pixels has no ``info`` to leak. PNG is written by
+    ``_png`` from the pixels alone. Premultiplied alpha (how variants with
+    transparency are resampled) is undone here.
     """
+    if content_type == "image/png":
+        if im.mode in _STRAIGHT:
+            im = im.convert(_STRAIGHT[im.mode])
+        photo_like = im.getcolors(maxcolors=_PNG_RLE_COLOURS) is None
+        return _png(im, zlib.Z_RLE if photo_like else zlib.Z_DEFAULT_STRATEGY)
     clean = Image.frombytes(im.mode, im.size, im.tobytes())
     out = io.BytesIO()
-    params: dict[str, Any]
-    if content_type == "image/png":
-        params = {"compress_level": _PNG_LEVEL}
-        if clean.getcolors(maxcolors=_PNG_RLE_COLOURS) is None:
-            params["compress_type"] = _Z_RLE
-        clean.save(out, "PNG", **params)
-    else:
-        params = {"quality": spec.jpeg_quality, "progressive": True, "subsampling": "4:2:0"}
-        clean.save(out, "JPEG", **params)
+    clean.save(out, "JPEG", quality=spec.jpeg_quality, progressive=True, subsampling="4:2:0")
     return out.getvalue()
+
+
+def _png(im: Image.Image, strategy: int) -> bytes:
+    """The PNG of an 8-bit L, LA, RGB or RGBA image: IHDR, one IDAT, IEND.
+
+    Written here rather than by Pillow because Pillow's writer chooses a row
+    filter for every row by trying four of them, which costs more than the
+    compression itself (12-16 ms of a 600x600 RGBA variant; no save option
+    turns it off). Every row gets the Up filter instead (its difference from
+    the row above, computed bytewise by ``ImageChops.subtract_modulo`` on the
+    rows seen as one long grey row each), which on photo-like pixels compresses
+    within 15% of the adaptive choice. Rows go through zlib in bands of about
+    ``_PNG_BAND_BYTES``, so memory stays small for a large variant.
+    """
+    width, height = im.size
+    stride = width * len(im.getbands())
+    z = zlib.compressobj(_PNG_LEVEL, zlib.DEFLATED, 15, 9, strategy)
+    parts = []
+    band = max(1, _PNG_BAND_BYTES // stride)
+    for top in range(0, height, band):
+        bottom = min(height, top + band)
+        rows = bottom - top
+        pixels = im.crop((0, max(0, top - 1), width, bottom)).tobytes()
+        if top == 0:
+            pixels = bytes(stride) + pixels  # the row above the first is zeros
+        view = memoryview(pixels)
+        lower = Image.frombytes("L", (stride, rows), view[stride:])
+        upper = Image.frombytes("L", (stride, rows), view[: rows * stride])
+        up = memoryview(ImageChops.subtract_modulo(lower, upper).tobytes())
+        filtered = b"".join(
+            part for y in range(rows) for part in (_PNG_UP, up[y * stride : (y + 1) * stride])
+        )
+        parts.append(z.compress(filtered))
+    parts.append(z.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPES[im.mode], 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", b"".join(parts)),
+            _chunk(b"IEND", b""),
+        )
+    )
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC of type and data."""
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)

@@ -266,6 +266,26 @@ def test_palette_transparency_is_in_the_right_place(run) -> None:  # type: ignor
     assert im.getpixel((60, 5)) == (0, 200, 0, 255)
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_png_variants_hold_the_exact_pixels(run, monkeypatch, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """The pipeline's own PNG writer: an image that needs no resizing comes out
+    pixel for pixel, whatever its rows hold, across bands of rows, photo-like
+    (RLE) or not."""
+    from profiled.crunch import pipeline
+
+    monkeypatch.setattr(pipeline, "_PNG_BAND_BYTES", 1000)  # several bands, one row each at least
+    noise = Image.frombytes(mode, (97, 61), os.urandom(97 * 61 * len(mode)))
+    noise.putalpha(Image.linear_gradient("L").resize((97, 61)))  # every alpha, 0 to 255
+    flat = Image.new(mode, (97, 61), (10, 20, 30, 128)[-len(mode) :])
+    for source in (noise, flat):
+        out = io.BytesIO()
+        source.save(out, "PNG")
+        for v in run(out.getvalue()).variants:
+            assert v.content_type == "image/png"
+            im = Image.open(v.path)
+            assert im.mode == mode and im.tobytes() == source.tobytes()
+
+
 def test_opaque_alpha_gives_jpeg(run) -> None:  # type: ignore[no-untyped-def]
     """An alpha channel that is 255 everywhere is dropped: the output is JPEG."""
     result = run(images.rgba_png(alpha=255))
