@@ -568,6 +568,26 @@ def test_receive_uses_json_protocol_and_sqs_limits():
     assert msg == Message("job", "handle-1", 2, 1700000000.123)
 
 
+def test_short_receive_wait_is_one_long_poll_not_a_spin():
+    """A 1 s wait asks SQS to wait 1 s once, even though the clock moves between
+    reading the deadline and asking (it used to ask for 0 s, and return at once)."""
+
+    class MovingClock(task.Clock):
+        def seconds(self) -> float:
+            self.rightNow += 0.0001  # every look at the clock takes a little time
+            return self.rightNow
+
+    queue, script, agent, _ = setup_queue(_json({}))
+    clock = MovingClock()
+    clock.rightNow = 1_000_000.0
+    queue.clock = clock
+    d = queue.receive(max_messages=1, wait=1)
+    settle(agent, clock, d, step=0)
+    assert result(d) == []
+    [seen] = script.seen
+    assert json.loads(seen.body)["WaitTimeSeconds"] == 1
+
+
 def test_send_with_delay_rounds_up_to_whole_seconds():
     """A delayed send asks SQS for DelaySeconds, rounded up."""
     queue, script, agent, clock = setup_queue(_json({"MessageId": "m"}))

@@ -122,8 +122,10 @@ class SQSQueue:
         deadline = self.clock.seconds() + max(0.0, wait)
         while True:
             remaining = deadline - self.clock.seconds()
-            # Whole seconds only; a fraction of a second is not worth a long poll.
-            poll = max(0, min(MAX_WAIT, math.floor(remaining)))
+            # Whole seconds only, rounded up: the clock has moved since the
+            # deadline was set, and rounding 0.9999 s down to a 0 s poll made
+            # a worker with a 1 s wait spin on empty receives.
+            poll = max(0, min(MAX_WAIT, math.ceil(remaining)))
             messages = await self._receive_once(max_messages, poll)
             if messages or self.clock.seconds() + 1 > deadline:
                 return messages
