@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from profiled.crunch.sniff import (
     FORMATS,
@@ -29,9 +29,11 @@ from profiled.crunch.sniff import (
     read_header,
     sniff,
 )
-from profiled.interfaces import IAdoptingStore, ISpooledBody
 from profiled.web import errors
 from profiled.web.errors import APIError
+
+if TYPE_CHECKING:  # the seams import Twisted; this module does not need it
+    from profiled.interfaces import IAdoptingStore, ISpooledBody
 
 #: Declared types that say nothing about the format: the bytes decide.
 NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
