@@ -84,6 +84,51 @@ class IStore(Interface):
         """Succeed when the store is reachable (for /__heartbeat__)."""
 
 
+class ISpooledBody(Interface):
+    """Bytes being written straight into a store's own space, not yet an object.
+
+    Made by ``IAdoptingStore.spool``; written by the caller as the bytes
+    arrive, then either adopted (``IAdoptingStore.adopt``) or discarded.
+    """
+
+    size = Attribute("Bytes written so far.")
+
+    def write(data: bytes) -> None:
+        """Append ``data`` (a blocking write; ``OSError`` when the disk fails)."""
+
+    def discard() -> None:
+        """Drop the bytes; nothing stays behind. A no-op once adopted or discarded."""
+
+
+class IAdoptingStore(IStore):
+    """Optional: a store that can take bytes spooled into its own space.
+
+    ``put`` copies a body from wherever it was spooled; a store that also
+    provides this lets the web role write an upload into the store's space
+    as it arrives and then adopt that file, so the bytes are written once.
+    Check with ``IAdoptingStore.providedBy``; stores without it (S3, memory)
+    are used through ``put``.
+    """
+
+    def spool() -> ISpooledBody:
+        """A new, empty body to write into. Blocking (one file create): callers
+        on the reactor thread accept that cost, as for a temporary file."""
+
+    def adopt(
+        key: str,
+        body: ISpooledBody,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Store the bytes written into ``body`` under ``key``, as ``put`` of the
+        same bytes would (same atomicity, durability and etag).
+
+        ``body`` is used up whatever the outcome: on failure its bytes are
+        dropped, and a later ``discard`` does nothing.
+        """
+
+
 @attrs.frozen
 class Message:
     """One delivery of a queued message."""

@@ -22,6 +22,7 @@ from profiled.config import Settings
 from profiled.crunch.sniff import ImageLimits
 from profiled.drivers import Drivers, build_drivers
 from profiled.images import Layout
+from profiled.interfaces import IAdoptingStore
 from profiled.ops.dockerflow import ops_children
 from profiled.ops.logging import LEVELS, MozlogObserver, RequestLog
 from profiled.ops.metrics import InstrumentedQueue, InstrumentedStore, Metrics
@@ -123,13 +124,19 @@ def make_service(
             index = try_page(settings)
 
     images = settings.images
+    adopting = drivers.private if IAdoptingStore.providedBy(drivers.private) else None
     policy = BodyPolicy(
         max_bytes=settings.web.max_bytes,
         limits=ImageLimits(images.max_pixels, images.max_side, images.max_frames),
         formats=("jpeg", "png", "gif", "webp", "avif"),
         body_timeout=settings.web.body_timeout,
-        on_early_answer=lambda e: metrics.uploads.labels("refused", str(e.code)).inc(),
+        on_early_answer=lambda e: metrics.uploads.labels(
+            "failed" if e.code >= 500 else "refused", str(e.code)
+        ).inc(),
         admit=gate.admit if gate is not None else None,
+        # Uploads are spooled where the private store can adopt them (the
+        # local store), so their bytes are written once, not twice.
+        spool_store=adopting if api is not None else None,
     )
     site = ProfiledSite(Root(children, api=api, index=index), policy, reactor)
     quiet = frozenset() if settings.proxy.access_log else frozenset({"proxy"})

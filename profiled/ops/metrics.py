@@ -28,10 +28,19 @@ from typing import Any, BinaryIO
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from profiled.errors import NotFound
-from profiled.interfaces import IQueue, IStore, IStoredObject, Message, ObjectInfo, QueueStats
+from profiled.interfaces import (
+    IAdoptingStore,
+    IQueue,
+    ISpooledBody,
+    IStore,
+    IStoredObject,
+    Message,
+    ObjectInfo,
+    QueueStats,
+)
 
 _FAST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SLOW = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -197,6 +206,9 @@ class InstrumentedStore:
 
     def __init__(self, store: IStore, name: str, metrics: Metrics) -> None:
         self.store, self.name, self.metrics = store, name, metrics
+        if IAdoptingStore.providedBy(store):
+            # Wrapping must not hide the capability from the web role.
+            alsoProvides(self, IAdoptingStore)
 
     def put(
         self,
@@ -224,6 +236,25 @@ class InstrumentedStore:
 
     def ping(self) -> Deferred[None]:
         return self.metrics.timed(self.name, "ping", self.store.ping())
+
+    # IAdoptingStore, provided only when the wrapped store provides it.
+
+    def spool(self) -> ISpooledBody:
+        return IAdoptingStore(self.store).spool()
+
+    def adopt(
+        self,
+        key: str,
+        body: ISpooledBody,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        """Timed as a put: for the store's dashboards it is one."""
+        store = IAdoptingStore(self.store)
+        return self.metrics.timed(
+            self.name, "put", store.adopt(key, body, content_type, metadata, cache_control)
+        )
 
 
 @implementer(IQueue)

@@ -59,15 +59,19 @@ class UploadAPI:
 
     @app.route("/v1/images", methods=["POST"])
     async def upload(self, request: IRequest) -> bytes:
-        principal = await self.auth.authenticate(request)
-        self.auth.check_upload(principal)
-        headers = request.requestHeaders
-        if not headers.hasHeader(b"content-length") and not headers.hasHeader(b"transfer-encoding"):
-            raise errors.length_required()
-        if request.body_error is not None:  # type: ignore[attr-defined]
-            raise request.body_error  # type: ignore[attr-defined]
         spool: UploadSpool = request.content  # type: ignore[attr-defined]
         try:
+            # Closed whatever the answer: a body spooled into the store's
+            # space is a named file, not one that vanishes with its last reference.
+            principal = await self.auth.authenticate(request)
+            self.auth.check_upload(principal)
+            headers = request.requestHeaders
+            if not headers.hasHeader(b"content-length") and not headers.hasHeader(
+                b"transfer-encoding"
+            ):
+                raise errors.length_required()
+            if request.body_error is not None:  # type: ignore[attr-defined]
+                raise request.body_error  # type: ignore[attr-defined]
             image_id = await self._store_and_enqueue(spool, principal.name)
         finally:
             spool.close()
@@ -165,9 +169,7 @@ class UploadAPI:
         image_id = new_id()
         key = self.layout.original(image_id)
         try:
-            await self.drivers.private.put(
-                key, cast(BinaryIO, spool), spool.size, spool.content_type, {"principal": principal}
-            )
+            await self._store(key, spool, {"principal": principal})
         except Unavailable:
             # The store may have half-written nothing (puts are atomic), but a
             # put that timed out may still land: remove it to be sure.
@@ -183,6 +185,15 @@ class UploadAPI:
                 await deferLater(self.clock, 0.2 * 2**attempt, lambda: None)
         await self._forget(key)
         raise Unavailable(f"queue unavailable after {ENQUEUE_ATTEMPTS} attempts: {last}")
+
+    async def _store(self, key: str, spool: UploadSpool, metadata: dict[str, str]) -> None:
+        """Put the body, or have the store adopt it when it was spooled into its space."""
+        if spool.spooled is not None and spool.store is not None:
+            await spool.store.adopt(key, spool.spooled, spool.content_type, metadata)
+        else:
+            await self.drivers.private.put(
+                key, cast(BinaryIO, spool), spool.size, spool.content_type, metadata
+            )
 
     async def _forget(self, key: str) -> None:
         try:

@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from profiled.crunch.sniff import ImageLimits
+from profiled.interfaces import IAdoptingStore
 from profiled.web import errors
 from profiled.web.errors import APIError
 from profiled.web.spool import SmallBody, UploadSpool
@@ -47,6 +48,8 @@ class BodyPolicy:
     body_timeout: float = 60.0
     small_body_bytes: int = 64 * 1024
     spool_dir: str | None = None
+    #: The private store, when it can adopt an upload spooled into its own space.
+    spool_store: IAdoptingStore | None = None
     #: Seconds to keep reading (and dropping) after an early answer.
     linger: float = 2.0
     #: Called with each early answer to an upload (POST /v1/images), for metrics.
@@ -147,6 +150,8 @@ class ProfiledRequest(server.Request):
     answered_early: APIError | None = None
     body_error: APIError | None = None
     _dropped = 0
+    #: The whole body arrived: from then on the resource owns it (and closes it).
+    _body_complete = False
     _body_timer: IDelayedCall | None = None
     _linger_timer: IDelayedCall | None = None
 
@@ -177,6 +182,7 @@ class ProfiledRequest(server.Request):
                 policy.formats,
                 content_type.decode("latin-1"),
                 policy.spool_dir,
+                policy.spool_store,
             )
         else:
             limit = policy.small_body_bytes
@@ -213,6 +219,7 @@ class ProfiledRequest(server.Request):
             return
         #: The verdict on the body (None: accepted), for the resource to act on.
         self.body_error = self._body.finish()
+        self._body_complete = True
         super().requestReceived(command, path, version)
 
     def answer_early(self, error: APIError) -> None:
@@ -261,7 +268,9 @@ class ProfiledRequest(server.Request):
         self._cancel(self._body_timer)
         self._cancel(self._linger_timer)
         close = getattr(self.content, "close", None)
-        if close is not None and self.answered_early is not None:
+        if close is not None and (self.answered_early is not None or not self._body_complete):
+            # A body spooled into the store's space is a named file: one cut
+            # off mid-way must go now, not at the next start's sweep.
             close()
         super().connectionLost(reason)
 

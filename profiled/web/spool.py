@@ -4,8 +4,10 @@ The web role never holds a body in memory and never decodes an image:
 the first bytes are sniffed (magic bytes, then the dimensions in the
 header) as soon as they arrive, so a wrong, lying or oversized upload is
 refused before the rest of it is even read, and nothing is stored for it.
-The accepted bytes go to an anonymous temporary file (gone on close or on
-a crash), from which the store reads them.
+The accepted bytes go into the private store's own space when it can
+adopt them (``IAdoptingStore``: the local store), so they are written once;
+otherwise to an anonymous temporary file (gone on close or on a crash), from
+which the store's ``put`` reads them.
 
 No Twisted here: this is fed by the request object, one chunk at a time.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from profiled.crunch.sniff import (
     FORMATS,
@@ -29,6 +31,9 @@ from profiled.crunch.sniff import (
 )
 from profiled.web import errors
 from profiled.web.errors import APIError
+
+if TYPE_CHECKING:  # the seams import Twisted; this module does not need it
+    from profiled.interfaces import IAdoptingStore, ISpooledBody
 
 #: Declared types that say nothing about the format: the bytes decide.
 NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
@@ -69,12 +74,16 @@ class UploadSpool:
         formats: tuple[str, ...],
         content_type: str | None = None,
         spool_dir: str | None = None,
+        store: IAdoptingStore | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.limits = limits
         self.formats = formats
         self.declared = declared_format(content_type)
         self.spool_dir = spool_dir
+        self.store = store
+        #: The body in the store's space, when ``store`` is given: for its ``adopt``.
+        self.spooled: ISpooledBody | None = None
         self.size = 0
         self.format: str | None = None
         self.header: HeaderInfo | None = None
@@ -111,9 +120,11 @@ class UploadSpool:
                 self._inspect(final=False)
             if self.error is not None:
                 return
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(dir=self.spool_dir)
-        self._file.write(data)
+        try:
+            self._sink().write(data)
+        except OSError:
+            # The disk is full or broken: nothing can be stored, say so now.
+            self._fail(errors.unavailable())
 
     def finish(self) -> APIError | None:
         """The body is complete: give the final verdict (None when accepted)."""
@@ -136,9 +147,12 @@ class UploadSpool:
         return self._body().tell()
 
     def close(self) -> None:
+        """Drop the spooled bytes (a no-op for a body the store adopted)."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.spooled is not None:
+            self.spooled.discard()
 
     @property
     def content_type(self) -> str:
@@ -146,6 +160,16 @@ class UploadSpool:
         return FORMATS[self.format] if self.format else "application/octet-stream"
 
     # -- inside --------------------------------------------------------------
+
+    def _sink(self) -> BinaryIO | ISpooledBody:
+        """Where accepted bytes go, made on the first of them."""
+        if self.store is not None:
+            if self.spooled is None:
+                self.spooled = self.store.spool()
+            return self.spooled
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(dir=self.spool_dir)
+        return self._file
 
     def _body(self) -> BinaryIO:
         if self._file is None or self.error is not None:

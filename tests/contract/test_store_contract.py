@@ -10,7 +10,7 @@ from zope.interface.verify import verifyObject
 
 from profiled.drivers.consumers import read_bytes
 from profiled.errors import InvalidKey, NotFound
-from profiled.interfaces import IStore
+from profiled.interfaces import IAdoptingStore, IStore
 
 ODD_KEYS = [
     "originals/0123456789abcdef0123456789abcdef",
@@ -177,3 +177,63 @@ async def test_ping(make_store):
     """A reachable store answers ping."""
     store = await make_store()
     await store.ping()
+
+
+async def adopting_store(make_store):
+    """A fresh store of the driver, or a skip when it cannot adopt spooled bodies."""
+    store = await make_store()
+    if not IAdoptingStore.providedBy(store):
+        pytest.skip("this driver has no IAdoptingStore: the web role uses put")
+    return store
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopted_body_equals_a_put_of_the_same_bytes(make_store):
+    """A body written chunk by chunk and adopted reads back as a put of the same bytes would."""
+    store = await adopting_store(make_store)
+    assert verifyObject(IAdoptingStore, store)
+    data = bytes(range(256)) * 700
+    body = store.spool()
+    for i in range(0, len(data), 65536):
+        body.write(data[i : i + 65536])
+    assert body.size == len(data)
+    adopted = await store.adopt("k1", body, "image/png", {"owner": "alice"}, "public")
+    put = await store.put("k2", io.BytesIO(data), len(data), "image/png")
+    assert adopted.etag == put.etag and adopted.size == len(data)
+    assert await read_bytes(store, "k1") == data
+    head = await store.head("k1")
+    assert head is not None and head.etag == adopted.etag
+    assert head.metadata.get("owner") == "alice" and head.cache_control == "public"
+    body.discard()  # used up by adopt: a no-op
+    assert await read_bytes(store, "k1") == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_adopt_replaces_an_existing_object(make_store):
+    """Adopting under a key that exists replaces the whole object."""
+    store = await adopting_store(make_store)
+    await store.put("k", io.BytesIO(b"first version"), 13, "text/plain")
+    body = store.spool()
+    body.write(b"2nd")
+    info = await store.adopt("k", body, "text/plain")
+    assert await read_bytes(store, "k") == b"2nd"
+    assert (await store.head("k")).etag == info.etag
+
+
+@pytest_twisted.ensureDeferred
+async def test_discarded_or_refused_bodies_store_nothing(make_store):
+    """A discarded body cannot be adopted; one adopted under a bad key is used up."""
+    store = await adopting_store(make_store)
+    body = store.spool()
+    body.write(b"abc")
+    body.discard()
+    body.discard()
+    with pytest.raises(ValueError):
+        await store.adopt("k", body, "text/plain")
+    assert await store.head("k") is None
+    body = store.spool()
+    body.write(b"abc")
+    with pytest.raises(InvalidKey):
+        await store.adopt("../k", body, "text/plain")
+    with pytest.raises(ValueError):
+        body.write(b"more")

@@ -176,6 +176,55 @@ async def test_failed_put_keeps_old_object_and_leaves_nothing(store, root):
 
 
 @pytest_twisted.ensureDeferred
+async def test_adopt_renames_the_spooled_file_and_leaves_no_temp_files(store, root):
+    """An adopted body is the very file written into tmp/ (no copy); tmp/ ends empty,
+    and so it does after a discard or an adopt that fails."""
+    body = store.spool()
+    body.write(b"spooled ")
+    body.write(b"bytes")
+    (spooled,) = os.listdir(root / "tmp")
+    assert stat.S_IMODE((root / "tmp" / spooled).stat().st_mode) & 0o007 == 0
+    inode = (root / "tmp" / spooled).stat().st_ino
+    await store.adopt("k", body, "text/plain")
+    (data,), _ = data_and_meta(root)
+    assert data.stat().st_ino == inode
+    assert await read_bytes(store, "k") == b"spooled bytes"
+    dropped = store.spool()
+    dropped.write(b"refused upload")
+    dropped.discard()
+    bad_key = store.spool()
+    bad_key.write(b"x")
+    with pytest.raises(InvalidKey):
+        await store.adopt("a//b", bad_key, "text/plain")
+    assert os.listdir(root / "tmp") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_adopt_keeps_old_object_and_leaves_nothing(store, root, monkeypatch):
+    """An adopt whose commit fails (the disk fills at the manifest's rename) leaves
+    the old object whole, no stray file, and fails with Unavailable."""
+    first = await put(store, "k", b"old object")
+    rename = os.rename
+
+    def full_disk(source, target):
+        if str(target).endswith(".meta"):
+            raise OSError(28, "No space left on device")
+        rename(source, target)
+
+    body = store.spool()
+    body.write(b"new object")
+    monkeypatch.setattr(os, "rename", full_disk)
+    with pytest.raises(Unavailable):
+        await store.adopt("k", body, "text/plain")
+    monkeypatch.undo()
+    assert (await store.head("k")).etag == first.etag
+    assert await read_bytes(store, "k") == b"old object"
+    assert os.listdir(root / "tmp") == []
+    data, meta = data_and_meta(root)
+    assert len(data) == 1 and len(meta) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_open_object_survives_overwrite_and_delete(store):
     """An object opened by get still reads whole after a concurrent overwrite and delete."""
     data = os.urandom(300_000)

@@ -380,3 +380,21 @@ def test_succeed_and_fail_pass_through_unchanged():
     failure = failed.result
     failed.addErrback(lambda f: None)
     assert isinstance(failure, Failure) and failure.check(Unavailable)
+
+
+def test_instrumented_store_keeps_the_adopting_capability(tmp_path):
+    """Wrapping a store that adopts spooled bodies keeps IAdoptingStore (timed as a put);
+    wrapping one that does not adds nothing."""
+    from profiled.drivers.local.store import LocalStore
+    from profiled.interfaces import IAdoptingStore
+    from tests.unit.wire import InlineClock
+
+    metrics = Metrics()
+    assert not IAdoptingStore.providedBy(InstrumentedStore(MemoryStore(), "private", metrics))
+    store = InstrumentedStore(LocalStore(tmp_path, reactor=InlineClock()), "private", metrics)
+    assert IAdoptingStore.providedBy(store)
+    body = store.spool()
+    body.write(b"bytes")
+    assert store.adopt("k", body, "image/jpeg").result.size == 5
+    labels = {"backend": "private", "op": "put"}
+    assert metrics.registry.get_sample_value("profiled_backend_call_seconds_count", labels) == 1

@@ -10,6 +10,8 @@ import zlib
 
 import pytest
 from PIL import Image
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from profiled.ids import is_valid_id
 from profiled.web.auth import token_digest
@@ -342,3 +344,75 @@ def test_non_upload_bodies_are_capped():
     h = make_harness()
     r = h.request("DELETE", "/v1/images/" + "0" * 32, b"x" * 70000)
     assert r.status == 413
+
+
+# -- uploads spooled into a local private store, which adopts them
+
+
+def local_harness(tmp_path, env: dict[str, str] | None = None):
+    """The harness with a LocalStore as its private store; also its tmp/."""
+    from profiled.drivers.local.store import LocalStore
+
+    root = tmp_path / "private"
+    return make_harness(env, private=lambda clock: LocalStore(root, reactor=clock)), root / "tmp"
+
+
+def test_local_store_adopts_the_spooled_upload(tmp_path):
+    """With a local private store the body is spooled into its tmp/ and adopted: the
+    original reads back whole, nothing stays in tmp/, the id is queued."""
+    h, tmp = local_harness(tmp_path)
+    data = noisy_jpeg()
+    r = h.upload(data)
+    assert r.status == 202
+    image_id = r.json()["id"]
+    obj = h.drivers.private.get(f"originals/{image_id}").result
+    out = io.BytesIO()
+    from profiled.drivers.consumers import FileConsumer
+
+    obj.deliver(FileConsumer(out))
+    assert out.getvalue() == data
+    assert obj.info.metadata["principal"] == "anonymous"
+    assert obj.info.content_type == "image/jpeg"
+    assert [e.body for e in h.drivers.queue.entries] == [image_id]
+    assert list(tmp.iterdir()) == []
+
+
+def test_refused_or_cut_off_uploads_leave_no_spooled_file(tmp_path):
+    """A body refused mid-way, one refused by the route (429) and one whose client
+    hangs up mid-way all leave tmp/ empty."""
+    h, tmp = local_harness(tmp_path, {"PROFILED_WEB_MAX_BYTES": "20000"})
+    data = noisy_jpeg()
+    chunks = [data[i : i + 8000] for i in range(0, len(data), 8000)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    headers = {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"}
+    assert h.request("POST", "/v1/images", body, headers).status == 413
+    assert list(tmp.iterdir()) == []
+    h, tmp = local_harness(tmp_path, {"PROFILED_AUTH_UPLOADS_PER_MINUTE": "1"})
+    assert h.upload(jpeg()).status == 202
+    assert h.upload(jpeg()).status == 429
+    proto, _ = h.connect()
+    data = noisy_jpeg()
+    proto.dataReceived(
+        b"POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(data), data[:5000])
+    )
+    assert len(list(tmp.iterdir())) == 1
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert list(tmp.iterdir()) == []
+    assert stored_original_count_local(tmp.parent) == 1
+
+
+def test_spooling_into_a_broken_local_store_is_503(tmp_path):
+    """When the store's tmp/ cannot take the body: 503 with Retry-After, nothing kept."""
+    h, tmp = local_harness(tmp_path)
+    tmp.rmdir()
+    tmp.write_bytes(b"not a directory")
+    r = h.upload(jpeg())
+    assert r.status == 503
+    assert r.json()["errno"] == 201 and "retry-after" in r.headers
+    assert h.drivers.queue.entries == []
+    assert stored_original_count_local(tmp.parent) == 0
+
+
+def stored_original_count_local(root) -> int:
+    return sum(1 for p in (root / "objects").rglob("originals*.meta"))

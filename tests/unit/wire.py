@@ -6,12 +6,13 @@ fed byte by byte if a test wants, with a Clock for timeouts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from profiled.config import Settings, load_settings
 from profiled.drivers import Drivers
@@ -109,11 +110,39 @@ class Harness:
         return self.request("POST", "/v1/images", data, {"Content-Type": content_type, **headers})
 
 
-def make_harness(env: dict[str, str] | None = None) -> Harness:
-    """--role=all over memory drivers; the worker is not started."""
+class InlineClock(Clock):
+    """A Clock whose thread pool runs each call at once, so that the local
+    driver (whose disk calls go to the reactor's pool) runs without threads."""
+
+    class Pool:
+        def callInThreadWithCallback(self, on_result, f, *a, **kw):  # type: ignore[no-untyped-def]
+            try:
+                result = f(*a, **kw)
+            except BaseException:
+                on_result(False, Failure())
+            else:
+                on_result(True, result)
+
+    def getThreadPool(self) -> Pool:
+        return self.Pool()
+
+    def callFromThread(self, f, *a, **kw):  # type: ignore[no-untyped-def]
+        f(*a, **kw)
+
+
+def make_harness(
+    env: dict[str, str] | None = None,
+    private: Callable[[Clock], object] | None = None,
+) -> Harness:
+    """--role=all over memory drivers (or the private store ``private`` makes from
+    the harness's clock); the worker is not started."""
     settings = load_settings(environ=env or {}, role="all")
-    clock = Clock()
-    drivers = Drivers(MemoryStore(), MemoryStore(), MemoryQueue(clock))
+    clock = InlineClock()
+    drivers = Drivers(
+        private(clock) if private else MemoryStore(),  # type: ignore[arg-type]
+        MemoryStore(),
+        MemoryQueue(clock),
+    )
     top = make_service(settings, clock, drivers, roles={"web", "proxy"})  # type: ignore[arg-type]
     site = next(s for s in top if hasattr(s, "factory")).factory
     return Harness(settings, drivers, site, clock)

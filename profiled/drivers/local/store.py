@@ -21,9 +21,10 @@ round, lets a reader pair new metadata with old bytes, and a CDN would then
 cache the wrong bytes under a strong etag for a year.)
 
 Every blocking call runs in a thread pool. Only the construction (a few
-``mkdir``), closing a read-only file, and the one ``stat`` with which the
-optional read cache checks an object it holds (profiled.drivers.local.cache)
-run on the reactor thread.
+``mkdir``), closing a read-only file, the one ``stat`` with which the
+optional read cache checks an object it holds (profiled.drivers.local.cache),
+and the web role's writes into a body it spools (``spool()``: what it wrote
+to a temporary file before) run on the reactor thread.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from profiled.drivers.consumers import FileConsumer
 from profiled.drivers.keys import check_key
 from profiled.drivers.local.cache import CachedObject, ReadCache, Signature, signature
 from profiled.errors import NotFound, Unavailable
-from profiled.interfaces import IStore, IStoredObject, ObjectInfo
+from profiled.interfaces import IAdoptingStore, ISpooledBody, IStoredObject, ObjectInfo
 
 log = Logger()
 
@@ -188,6 +189,25 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _copy_in(source: BinaryIO, length: int, fd: int) -> str:
+    """Copy ``length`` bytes of ``source`` into ``fd``; return their etag."""
+    digest = hashlib.sha256()
+    left = length
+    while left:
+        chunk = source.read(min(CHUNK, left))
+        if not chunk:
+            raise ValueError(f"source ended after {length - left} of {length} bytes")
+        digest.update(chunk)
+        _write_all(fd, chunk)
+        left -= len(chunk)
+    return _etag(digest)
+
+
+def _etag(digest: Any) -> str:
+    """The etag of bytes from their SHA-256: the same on every driver."""
+    return str(digest.hexdigest()[:32])
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -401,9 +421,50 @@ class _SmallObject:
         self._data = None
 
 
-@implementer(IStore)
+@implementer(ISpooledBody)
+class _SpooledBody:
+    """An upload written into the store's ``tmp/`` as it arrives, hashed on the way.
+
+    The web role writes it on the reactor thread, chunk by chunk (as it wrote
+    an anonymous temporary file before); ``LocalStore.adopt`` then fsyncs and
+    renames it into place instead of copying the bytes once more.
+    """
+
+    def __init__(self, path: Path, fd: int, tmp: Path) -> None:
+        self.path = path
+        self.tmp = tmp
+        self.size = 0
+        self._fd: int | None = fd
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError("write to a spooled body that is adopted or discarded")
+        _write_all(self._fd, data)
+        self._digest.update(data)
+        self.size += len(data)
+
+    def discard(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+            unlink_if_there(self.path)
+
+    def hand_over(self) -> tuple[Path, int, str]:
+        """Give up the file to the adopter: (path, open fd, etag)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            raise ValueError("the spooled body is already adopted or discarded")
+        return self.path, fd, _etag(self._digest)
+
+
+@implementer(IAdoptingStore)
 class LocalStore:
-    """An IStore in a directory on a local (POSIX) file system."""
+    """An IStore in a directory on a local (POSIX) file system.
+
+    Also an IAdoptingStore: an upload spooled into ``tmp/`` becomes an object
+    by a rename, not a second copy of its bytes.
+    """
 
     def __init__(
         self,
@@ -466,29 +527,39 @@ class LocalStore:
         metadata: dict[str, str],
         cache_control: str | None,
     ) -> ObjectInfo:
-        directory, name = self._paths(key)
-        data_name = f"{name}.{secrets.token_hex(8)}.data"
-        cleanup: list[Path] = []
+        data_tmp, fd = self._new_tmp()
         try:
-            data_tmp, fd = self._new_tmp()
-            cleanup.append(data_tmp)
-            digest = hashlib.sha256()
             try:
-                left = length
-                while left:
-                    chunk = source.read(min(CHUNK, left))
-                    if not chunk:
-                        raise ValueError(f"source ended after {length - left} of {length} bytes")
-                    digest.update(chunk)
-                    _write_all(fd, chunk)
-                    left -= len(chunk)
+                etag = _copy_in(source, length, fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except BaseException:
+            unlink_if_there(data_tmp)
+            raise
+        return self._commit(key, data_tmp, length, etag, content_type, metadata, cache_control)
+
+    def _commit(
+        self,
+        key: str,
+        data_tmp: Path,
+        size: int,
+        etag: str,
+        content_type: str,
+        metadata: dict[str, str],
+        cache_control: str | None,
+    ) -> ObjectInfo:
+        """Make the durable data file ``data_tmp`` the object ``key``: write the
+        manifest, rename both into place (the manifest last: the commit), fsync
+        the directory, remove the old data. Removes ``data_tmp`` on failure."""
+        directory, name = self._paths(key)
+        data_name = f"{name}.{secrets.token_hex(8)}.data"
+        cleanup: list[Path] = [data_tmp]
+        try:
             info = ObjectInfo(
                 key=key,
-                size=length,
-                etag=digest.hexdigest()[:32],
+                size=size,
+                etag=etag,
                 content_type=content_type,
                 metadata=metadata,
                 cache_control=cache_control,
@@ -496,7 +567,7 @@ class LocalStore:
             manifest = {
                 "key": key,
                 "data": data_name,
-                "size": length,
+                "size": size,
                 "etag": info.etag,
                 "content_type": content_type,
                 "metadata": metadata,
@@ -525,6 +596,64 @@ class LocalStore:
         if old is not None and old["data"] != data_name:
             unlink_if_there(directory / old["data"])
         return info
+
+    # -- IAdoptingStore: an upload written once, straight into tmp/
+
+    def spool(self) -> ISpooledBody:
+        """A new file in ``tmp/`` for a body arriving now (created on the caller's
+        thread: one ``open``, as a temporary file would cost)."""
+        path, fd = self._new_tmp()
+        return _SpooledBody(path, fd, self.tmp)
+
+    def adopt(
+        self,
+        key: str,
+        body: ISpooledBody,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        cache_control: str | None = None,
+    ) -> Deferred[ObjectInfo]:
+        try:
+            check_key(key)
+            if not isinstance(body, _SpooledBody) or body.tmp != self.tmp:
+                raise TypeError("adopt takes a body spooled by this store")
+            path, fd, etag = body.hand_over()
+        except Exception:
+            if isinstance(body, _SpooledBody):
+                body.discard()
+            return defer.fail()
+        return self._blocking(
+            self._adopt,
+            key,
+            path,
+            fd,
+            body.size,
+            etag,
+            content_type,
+            dict(metadata or {}),
+            cache_control,
+        )
+
+    def _adopt(
+        self,
+        key: str,
+        path: Path,
+        fd: int,
+        size: int,
+        etag: str,
+        content_type: str,
+        metadata: dict[str, str],
+        cache_control: str | None,
+    ) -> ObjectInfo:
+        try:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            unlink_if_there(path)
+            raise
+        return self._commit(key, path, size, etag, content_type, metadata, cache_control)
 
     def _make_fanout(self, directory: Path) -> None:
         if directory.name in self._fanout_made:
