@@ -1,6 +1,6 @@
 """Run every benchmark, then write the tables into docs/benchmarks.md.
 
-    .venv/bin/python -m bench [crunch ingest serve e2e]
+    .venv/bin/python -m bench [crunch ingest serve e2e e2e_aws]
 
 (``make bench`` installs what is needed first, with bench/install.sh.)
 """
@@ -13,7 +13,7 @@ import time
 
 from bench import common, report
 
-ALL = ("crunch", "ingest", "serve", "e2e")
+ALL = ("crunch", "ingest", "serve", "e2e", "e2e_aws")
 
 
 def main() -> None:

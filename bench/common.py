@@ -213,6 +213,32 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / tick
 
 
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` itself and of its descendants, the reaped ones included.
+
+    A worker replaces its crunch children now and then (``max_jobs_per_child``):
+    a child that exited took its CPU time with it from ``/proc``, but the kernel
+    added it to its parent's cutime/cstime when reaped, so the descendants'
+    figure counts the live ones' utime/stime plus every process's reaped
+    children. Differences of two readings are then the CPU used in between.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    own = descendants = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        live, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+        if p == pid:
+            own += live
+        else:
+            descendants += live
+        descendants += reaped
+    return own / tick, descendants / tick
+
+
 def machine_cpu() -> tuple[float, float]:
     """Seconds of (busy, idle) CPU time of the whole machine so far, all cores."""
     with open("/proc/stat") as f:

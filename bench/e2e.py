@@ -9,10 +9,15 @@ and worker throughput with one and two worker processes.
    ``BENCH_E2E_RATE`` per second (20) for ``BENCH_E2E_SECONDS`` (60). An
    image is ready when its default variant is in the public store (watched
    on disk, so the web role is not polled). Latency is from the start of the
-   POST to ready. The queue depth (new + claimed) is sampled twice a second.
+   POST to ready. The queue depth (new + claimed) is sampled twice a second,
+   and the CPU seconds of the web role, the worker and its crunch children
+   are read before and after.
 2. Throughput: the same N originals queued at once (moved into the queue
    after the workers are up), drained by one worker process pinned to one
    core, by one unpinned, and by two (each worker with one crunch child).
+
+The open-loop run (``sustained``) takes any ``Deployment``: bench.e2e_aws
+runs the same client at the same rates against S3 and SQS on moto.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench import common
 from bench.sources import camera_jpeg
@@ -38,6 +44,8 @@ LOW_RATE = float(os.environ.get("BENCH_E2E_LOW_RATE", "4"))
 LOW_SECONDS = float(os.environ.get("BENCH_E2E_LOW_SECONDS", "30" if not common.QUICK else "5"))
 N_QUEUED = 100 if not common.QUICK else 16
 PHONE = (4032, 3024)
+#: Seconds the CPU of the idle roles is measured for, before a sustained run.
+IDLE_S = 3.0
 
 
 def photos() -> list[bytes]:
@@ -89,20 +97,85 @@ def fresh(name: str) -> Path:
     return path
 
 
-def web(port: int, data: Path, name: str = "web") -> Any:
-    args = ["--role=web", f"--listen=tcp:{port}:interface=127.0.0.1"]
-    return common.process(common.twistd(args), WORK / f"{name}.log", env=common.profiled_env(data))
+def web(port: int, data: Path, name: str = "web", args: Sequence[str] = (), **env: str) -> Any:
+    cmd = common.twistd(["--role=web", f"--listen=tcp:{port}:interface=127.0.0.1", *args])
+    return common.process(cmd, WORK / f"{name}.log", env=common.profiled_env(data, **env))
 
 
-def worker(port: int, data: Path, name: str, cpus: str | None = None, **env: str) -> Any:
-    args = ["--role=worker", f"--listen=tcp:{port}:interface=127.0.0.1"]
-    full_env = common.profiled_env(data, PROFILED_WORKER_POLL_WAIT="1", **env)
-    return common.process(common.twistd(args), WORK / f"{name}.log", env=full_env, cpus=cpus)
+def worker(
+    port: int,
+    data: Path,
+    name: str,
+    cpus: str | None = None,
+    args: Sequence[str] = (),
+    **env: str,
+) -> Any:
+    cmd = common.twistd(["--role=worker", f"--listen=tcp:{port}:interface=127.0.0.1", *args])
+    full_env = common.profiled_env(data, **{"PROFILED_WORKER_POLL_WAIT": "1", **env})
+    return common.process(cmd, WORK / f"{name}.log", env=full_env, cpus=cpus)
 
 
-def sustained(bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
-    data = fresh("data-sustained")
-    web_port, worker_port = common.free_port(), common.free_port()
+def role_cpu(web_pid: int, worker_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the web role, the worker process and its crunch children."""
+    worker_own, crunch = common.tree_cpu_seconds(worker_pid)
+    return {"web": sum(common.tree_cpu_seconds(web_pid)), "worker": worker_own, "crunch": crunch}
+
+
+class Deployment(Protocol):
+    """A web role and a worker role that are up, as the open-loop run sees them."""
+
+    web_port: int
+
+    def ready(self, pending: Sequence[str]) -> list[tuple[str, float]]:
+        """Those of ``pending`` that are ready now, with when (``time.monotonic``).
+
+        Called every few milliseconds from one thread; it must stay cheap for
+        what it watches, or the run measures its own polling.
+        """
+        ...
+
+    def queue_depth(self) -> int:
+        """Jobs queued or being worked on (twice a second, from another thread)."""
+        ...
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far, by process (web, worker, crunch, ...)."""
+        ...
+
+    def extra(self) -> dict[str, Any]:
+        """Figures of this deployment only, added to the result."""
+        ...
+
+
+class LocalDeployment:
+    """Both roles on one data directory: readiness and the queue read off the disk."""
+
+    def __init__(self, data: Path, web_port: int, web_pid: int, worker_pid: int) -> None:
+        self.data = data
+        self.web_port = web_port
+        self.pids = (web_pid, worker_pid)
+
+    def ready(self, pending: Sequence[str]) -> list[tuple[str, float]]:
+        return [(i, time.monotonic()) for i in pending if ready_path(self.data, i).exists()]
+
+    def queue_depth(self) -> int:
+        return queue_depth(self.data)
+
+    def cpu(self) -> dict[str, float]:
+        return role_cpu(*self.pids)
+
+    def extra(self) -> dict[str, Any]:
+        return {}
+
+
+def sustained(run: Deployment, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+    """The open-loop client at ``rate`` uploads/s for ``seconds`` against ``run``.
+
+    Each upload starts on time whatever the earlier ones are doing (a thread
+    each, up to 64 at once), so a slow system sees the offered load, not a
+    politely reduced one. After the last upload it waits (at most 60 s) for
+    every accepted image to be ready; an overloaded run is reported as it is.
+    """
     started: dict[str, float] = {}
     uploaded: dict[str, float] = {}
     ready: dict[str, float] = {}
@@ -114,7 +187,7 @@ def sustained(bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any
 
     def one(i: int, t_start: float) -> None:
         try:
-            image_id = post(web_port, bodies[i % len(bodies)])
+            image_id = post(run.web_port, bodies[i % len(bodies)])
         except Exception as e:
             with lock:
                 failures.append(str(e))
@@ -123,45 +196,57 @@ def sustained(bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any
             started[image_id] = t_start
             uploaded[image_id] = time.monotonic()
 
-    def watch(t0: float) -> None:
-        last_depth = 0.0
+    def watch() -> None:
         while not done.is_set():
-            now = time.monotonic()
             with lock:
                 pending = [i for i in started if i not in ready]
-            for image_id in pending:
-                if ready_path(data, image_id).exists():
-                    ready[image_id] = time.monotonic()
-            if now - last_depth >= 0.5:
-                depth.append((round(now - t0, 2), queue_depth(data)))
-                last_depth = now
+            for image_id, when in run.ready(pending):
+                ready[image_id] = when
             time.sleep(0.005)
 
-    with web(web_port, data), worker(worker_port, data, "worker-sustained"):
-        common.wait_http(web_port)
-        common.wait_http(worker_port)
-        t0 = time.monotonic()
-        watcher = threading.Thread(target=watch, args=(t0,), daemon=True)
-        watcher.start()
-        with ThreadPoolExecutor(max_workers=64) as pool:
-            for i in range(n):
-                due = t0 + i / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(one, i, time.monotonic())
-        sent_until = time.monotonic() - t0
-        deadline = time.monotonic() + 60  # bounded: an overloaded run is reported as it is
-        while time.monotonic() < deadline:
-            with lock:
-                if len(ready) >= len(started):
-                    break
-            time.sleep(0.05)
-        done.set()
-        watcher.join()
+    def sample(t0: float) -> None:
+        # Its own thread: a depth read that goes over the network must not
+        # delay the readiness watch.
+        while not done.is_set():
+            depth.append((round(time.monotonic() - t0, 2), run.queue_depth()))
+            done.wait(0.5)
+
+    # What the roles (and moto) burn with nothing to do: long polls, timers.
+    idle0 = run.cpu()
+    time.sleep(IDLE_S)
+    idle = {k: (v - idle0[k]) / IDLE_S for k, v in run.cpu().items()}
+    cpu0, machine0 = run.cpu(), common.machine_cpu()
+    t0 = time.monotonic()
+    threads = [
+        threading.Thread(target=watch, daemon=True),
+        threading.Thread(target=sample, args=(t0,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i, time.monotonic())
+    sent_until = time.monotonic() - t0
+    deadline = time.monotonic() + 60  # bounded: an overloaded run is reported as it is
+    while time.monotonic() < deadline:
+        with lock:
+            if len(ready) >= len(started):
+                break
+        time.sleep(0.05)
+    done.set()
+    for t in threads:
+        t.join()
+    window = time.monotonic() - t0
+    depth.append((round(window, 2), run.queue_depth()))
+    cpu1, machine1 = run.cpu(), common.machine_cpu()
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu1}
+    busy = machine1[0] - machine0[0]
     latency = [(ready[i] - started[i]) * 1000 for i in ready]
     upload = [(uploaded[i] - started[i]) * 1000 for i in uploaded]
-    shutil.rmtree(data, ignore_errors=True)
     out = {
         "rate_per_s": rate,
         "seconds": seconds,
@@ -180,10 +265,32 @@ def sustained(bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any
         "queue_depth_max": max((d for _, d in depth), default=0),
         "queue_depth_last": depth[-1][1] if depth else 0,
         "queue_depth_samples": depth,
+        # From the first upload until all were ready (or the wait gave up).
+        "window_s": window,
+        "cpu_s": cpu,
+        "idle_cpu_s_per_s": idle,
+        "machine_cpu_s": {
+            "ours": sum(cpu.values()),
+            "others": max(0.0, busy - sum(cpu.values())),
+            "idle": machine1[1] - machine0[1],
+        },
+        **run.extra(),
     }
     common.say(
         f"sustained: {json.dumps({k: v for k, v in out.items() if k != 'queue_depth_samples'})}"
     )
+    return out
+
+
+def sustained_local(bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+    data = fresh("data-sustained")
+    web_port, worker_port = common.free_port(), common.free_port()
+    with web(web_port, data) as w, worker(worker_port, data, "worker-sustained") as k:
+        common.wait_http(web_port)
+        common.wait_http(worker_port)
+        time.sleep(1.0)  # the crunch children are up
+        out = sustained(LocalDeployment(data, web_port, w.pid, k.pid), bodies, rate, seconds)
+    shutil.rmtree(data, ignore_errors=True)
     return out
 
 
@@ -288,8 +395,8 @@ def main() -> None:
         }
         for label, rs in drains.items()
     }
-    result["sustained"] = sustained(bodies, RATE, SECONDS)
-    result["sustained_low"] = sustained(bodies, LOW_RATE, LOW_SECONDS)
+    result["sustained"] = sustained_local(bodies, RATE, SECONDS)
+    result["sustained_low"] = sustained_local(bodies, LOW_RATE, LOW_SECONDS)
     common.save("e2e", result)
 
 

@@ -270,8 +270,58 @@ def sustained_rows(s: dict[str, Any]) -> list[list[str]]:
             "(target p99 < 1,000 ms)",
         ],
         ["upload alone p50 / p99", f"{n(up['p50'], 0)} / {n(up['p99'], 0)} ms"],
-        ["queue depth, max / last sample", f"{s['queue_depth_max']} / {s['queue_depth_last']}"],
+        ["queue depth, max / at the end", f"{s['queue_depth_max']} / {s['queue_depth_last']}"],
+        *cpu_rows(s),
     ]
+
+
+def cpu_rows(s: dict[str, Any]) -> list[list[str]]:
+    """Where the CPU went during a sustained run, moto's share apart (older results: none)."""
+    if not s.get("cpu_s"):
+        return []
+    names = {"web": "web role", "worker": "worker", "crunch": "crunch children", "moto": "moto"}
+    # In this order (the results file has its keys sorted).
+    cpu = {k: s["cpu_s"][k] for k in names if k in s["cpu_s"]}
+    total = sum(cpu.values())
+    rows = [
+        [
+            f"CPU seconds in the {s['window_s']:.0f} s run: " + " / ".join(names[k] for k in cpu),
+            " / ".join(n(v) for v in cpu.values()) + f" (total {n(total)})",
+        ]
+    ]
+    if "moto" in cpu:
+        rows.append(
+            [
+                "moto's share of that CPU",
+                f"**{100 * cpu['moto'] / (total or 1.0):.0f}%** "
+                f"({cpu['moto'] / s['window_s']:.2f} cores on average)",
+            ]
+        )
+    idle = {k: s["idle_cpu_s_per_s"][k] for k in cpu if k in s.get("idle_cpu_s_per_s", {})}
+    if idle:
+        rows.append(
+            [
+                "CPU with nothing to do, cores: " + " / ".join(names[k] for k in idle),
+                " / ".join(f"{v:.3f}" for v in idle.values()),
+            ]
+        )
+    m = s["machine_cpu_s"]
+    parts = sum(m.values()) or 1.0
+    rows.append(
+        [
+            "machine CPU meanwhile: these processes / other tenants / idle",
+            " / ".join(f"{100 * m[k] / parts:.0f}%" for k in ("ours", "others", "idle")),
+        ]
+    )
+    if "observer_requests" in s:
+        o = s["observer_requests"]
+        rows.append(
+            [
+                "the benchmark's own requests to moto",
+                f"{o['s3_head']} HEAD (readiness) + {o['sqs_attributes']} GetQueueAttributes",
+            ]
+        )
+    return rows
 
 
 def e2e(d: dict[str, Any], crunch_d: dict[str, Any] | None) -> list[str]:
@@ -343,9 +393,74 @@ def e2e(d: dict[str, Any], crunch_d: dict[str, Any] | None) -> list[str]:
     return [*out, ""]
 
 
+def e2e_aws(d: dict[str, Any]) -> list[str]:
+    out = [
+        "### End to end (S3/SQS on moto)",
+        "",
+        f"Command: `{d['command']}`; the same photos, client and rates as the local run; "
+        f"moto {d['moto']['version']} in server mode on the same two cores (SigV4 and IAM "
+        "checked), objects over "
+        f"{d['moto']['key_buffer_bytes'] / 2**20:g} MiB spooled to disk by moto; ready when "
+        "the worker logs the image ready and a HEAD of its default variant on moto finds it; "
+        f"machine load average during the run {d.get('loadavg', ['?'])[0]}.",
+        "",
+    ]
+    for key, title in (("sustained", "target rate"), ("sustained_low", "lighter rate")):
+        if key in d:
+            s = d[key]
+            out += table(
+                [f"sustained load on S3/SQS, {title}", "value"],
+                [
+                    *sustained_rows(s),
+                    ["moto peak RSS", f"{n(s.get('moto_peak_rss_mib'), 0)} MiB"],
+                ],
+            )
+    t = d.get("throughput")
+    if t:
+        rows = []
+        for label, r in t.items():
+            runs = r["runs"]
+            per = [
+                common.median([x[f"{k}_cpu_ms_per_image"] for x in runs])
+                for k in ("worker", "crunch", "moto")
+            ]
+            shares = [x["machine_cpu_s"] for x in runs]
+            fractions = [{k: v / (sum(m.values()) or 1.0) for k, v in m.items()} for m in shares]
+            share = " / ".join(
+                f"{100 * common.median([f[k] for f in fractions]):.0f}%"
+                for k in ("profiled", "moto", "others", "idle")
+            )
+            rows.append(
+                [
+                    label,
+                    n(r["images_per_s"], 2),
+                    n(r["images_per_cpu_s"], 2),
+                    " / ".join(n(x) for x in per),
+                    share,
+                ]
+            )
+        out += table(
+            [
+                "queue drained by",
+                "images/s",
+                "images per profiled CPU-second",
+                "CPU ms per image: worker process / crunch children / moto",
+                "machine CPU meanwhile: profiled / moto / other tenants / idle",
+            ],
+            rows,
+        )
+        one, two = t["1 worker"]["images_per_s"], t["2 workers"]["images_per_s"]
+        images = t["1 worker"]["runs"][0]["images"]
+        out.append(
+            f"{images} originals queued at once; 2 workers vs 1 on S3/SQS: **{ratio(two, one)}**."
+        )
+    return [*out, ""]
+
+
 def render() -> list[str]:
     c, i, s, e = load("crunch"), load("ingest"), load("serve"), load("e2e")
-    first = next((x for x in (c, i, s, e) if x), None)
+    a = load("e2e_aws")
+    first = next((x for x in (c, i, s, e, a) if x), None)
     if first is None:
         return ["No results yet: run `make bench`.", ""]
     m = first["machine"]
@@ -361,7 +476,9 @@ def render() -> list[str]:
     if versions:
         out.append("Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".")
         out.append("")
-    loads = [f"{x['benchmark']} {x['loadavg'][0]}" for x in (c, i, s, e) if x and x.get("loadavg")]
+    loads = [
+        f"{x['benchmark']} {x['loadavg'][0]}" for x in (c, i, s, e, a) if x and x.get("loadavg")
+    ]
     if loads:
         out.append(
             "The machine is shared: its 1-minute load average at the end of each benchmark "
@@ -376,6 +493,8 @@ def render() -> list[str]:
         out += serve(s)
     if e:
         out += e2e(e, c)
+    if a:
+        out += e2e_aws(a)
     return out
 
 
