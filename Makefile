@@ -44,7 +44,7 @@ lint: $(STAMP)
 # missing (wrk and nginx with apt-get, pyvips-binary into .venv, thumbor 7 into
 # its own venv under bench/.work), then every benchmark runs and the tables of
 # docs/benchmarks.md are rewritten. One: $(BIN)/python -m bench.crunch (or
-# ingest, serve, e2e). Results: bench/results/*.json (not committed).
+# ingest, serve, e2e, e2e_aws). Results: bench/results/*.json (not committed).
 bench: $(STAMP)
 	VENV=$(VENV) sh bench/install.sh
 	$(BIN)/python -m bench

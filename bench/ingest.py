@@ -54,13 +54,15 @@ def body_10mib() -> Path:
 
 
 def profiled_web(port: int, data: Path, log: Path) -> Any:
-    env = common.profiled_env(data)
+    env = common.profiled_env(data, TMPDIR=str(data))
     args = ["--role=web", f"--listen=tcp:{port}:interface=127.0.0.1"]
     return common.process(common.twistd(args), log, env=env, cpus="0")
 
 
 def plain_put(port: int, data: Path, log: Path) -> Any:
-    env = {**common.profiled_env(data)}
+    # TMPDIR: twisted.web's temporary file for the body goes beside the data,
+    # not into the machine's /tmp (see main()).
+    env = common.profiled_env(data, TMPDIR=str(data))
     cmd = [sys.executable, "-m", "bench.servers.plain_put", str(port), str(data)]
     return common.process(cmd, log, env=env, cpus="0", cwd=common.REPO)
 
@@ -82,10 +84,17 @@ def main() -> None:
     body = body_1mib()
     runs = common.repeats(3)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {"profiled": {}, "plain_put": {}}
+    # Every run gets a data directory of its own, all removed at the end: on
+    # ext4 without a journal (these machines), creating a file skips every
+    # inode of its block group freed in the last 30 s, so removing one run's
+    # thousands of files just before the next made each create in it cost
+    # 0.6-0.8 ms instead of 25 us, for both servers (docs/benchmarks.md).
+    used: list[Path] = []
     for i in range(runs):
         for c in CONCURRENCY:
             for name in ("profiled", "plain_put"):
-                data = fresh(f"data-{name}")
+                data = fresh(f"data-{name}-{i}-{c}")
+                used.append(data)
                 port = common.free_port()
                 log = WORK / f"{name}.log"
                 starter = profiled_web if name == "profiled" else plain_put
@@ -105,7 +114,8 @@ def main() -> None:
                     f"p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
                 )
                 results[name].setdefault(str(c), []).append(r)
-                shutil.rmtree(data, ignore_errors=True)
+    for data in used:
+        shutil.rmtree(data, ignore_errors=True)
 
     rss = memory_under_load()
     summary = {
