@@ -92,6 +92,18 @@ def test_three_processes_share_one_data_dir(tmp_path: Path):
         for p in (web, worker, proxy):
             assert p.get("/__heartbeat__").status_code == 200
             assert p.get("/__version__").json()["version"]
+        # A DELETE through the web role is seen by the proxy process at once,
+        # though it served (and holds in its read cache) every variant.
+        status = wait_for_status(web, ids[1])
+        for _ in range(3):
+            for url in status["variants"].values():
+                assert requests.get(url, timeout=10).status_code == 200
+        assert web.delete(f"/v1/images/{ids[1]}").status_code == 204
+        for url in status["variants"].values():
+            r = requests.get(url, timeout=10)
+            assert r.status_code == 404, url
+            assert r.headers["Cache-Control"] == "public, max-age=60"
+        assert requests.get(f"{proxy.url}/a/{ids[2]}", timeout=10).status_code == 200
 
 
 def png(w: int, h: int) -> bytes:
