@@ -59,7 +59,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, e2e
-from tests.aws_servers import MOTO_BOOTSTRAP_CALLS, REGION, SAFE_AWS_ENV, AwsServer
+from tests.aws_servers import (
+    MOTO_BOOTSTRAP_CALLS,
+    SAFE_AWS_ENV,
+    AwsServer,
+    moto_access_key,
+)
 
 WORK = e2e.WORK
 N_QUEUED = e2e.N_QUEUED
@@ -95,32 +100,6 @@ class Moto:
         return 0.0
 
 
-def iam_key(endpoint: str) -> tuple[str, str]:
-    """Spend moto's unsigned calls on a user allowed everything, as tests/aws_servers.py."""
-    import botocore.session
-
-    iam = botocore.session.get_session().create_client(
-        "iam",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="bootstrap",
-        aws_secret_access_key="bootstrap",
-    )
-    iam.create_user(UserName="profiled-bench")
-    iam.put_user_policy(
-        UserName="profiled-bench",
-        PolicyName="everything",
-        PolicyDocument=json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-            }
-        ),
-    )
-    key = iam.create_access_key(UserName="profiled-bench")["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
 @contextmanager
 def moto(name: str) -> Iterator[Moto]:
     """A fresh moto server on 127.0.0.1 for the ``with`` block; stopped and cleaned after."""
@@ -139,7 +118,8 @@ def moto(name: str) -> Iterator[Moto]:
         with common.process(cmd, log, env=env) as proc:
             common.wait_port(port, timeout=60, proc=proc)
             endpoint = f"http://127.0.0.1:{port}"
-            yield Moto(AwsServer("moto", endpoint, *iam_key(endpoint), log_path=log), proc.pid)
+            key = moto_access_key(endpoint, "profiled-bench")
+            yield Moto(AwsServer("moto", endpoint, *key, log_path=log), proc.pid)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -115,6 +115,34 @@ class AwsServer:
         return client
 
 
+def moto_access_key(endpoint: str, user: str = "profiled-tests") -> tuple[str, str]:
+    """Spend a fresh moto server's unsigned calls (``MOTO_BOOTSTRAP_CALLS``) on a
+    user allowed everything; return its key. Every later call must be signed
+    with it, so signatures are really checked."""
+    import botocore.session
+
+    iam = botocore.session.get_session().create_client(
+        "iam",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="bootstrap",
+        aws_secret_access_key="bootstrap",
+    )
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user,
+        PolicyName="everything",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -160,8 +188,6 @@ MOTO_BOOTSTRAP_CALLS = 3
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServer]:
     """moto in server mode (S3, SQS, IAM) with signatures and IAM policies enforced."""
     pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
-    import botocore.session
-
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     port = free_port()
     env = {
@@ -179,28 +205,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AwsServer]
         try:
             _wait_for_port(port, proc, "moto server", log)
             endpoint = f"http://127.0.0.1:{port}"
-            iam = botocore.session.get_session().create_client(
-                "iam",
-                region_name=REGION,
-                endpoint_url=endpoint,
-                aws_access_key_id="bootstrap",
-                aws_secret_access_key="bootstrap",
-            )
-            iam.create_user(UserName="profiled-tests")
-            iam.put_user_policy(
-                UserName="profiled-tests",
-                PolicyName="everything",
-                PolicyDocument=json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-                    }
-                ),
-            )
-            key = iam.create_access_key(UserName="profiled-tests")["AccessKey"]
-            yield AwsServer(
-                "moto", endpoint, key["AccessKeyId"], key["SecretAccessKey"], log_path=log
-            )
+            yield AwsServer("moto", endpoint, *moto_access_key(endpoint), log_path=log)
         finally:
             _stop(proc)
 
