@@ -10,53 +10,32 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError
-from twisted.internet.task import Clock, deferLater
-from twisted.python.failure import Failure
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 import profiled
 from profiled.drivers.local.queue import LocalQueue
 from profiled.errors import LostClaim
 from profiled.interfaces import Message
+from tests.unit.inline_reactor import InlineReactor as SharedInlineReactor
 
 START = 1_700_000_000.0
 NAME = re.compile(r"\d{13}-\d{13}[0-9a-f]{16}-\d+")
 
 
-class InlinePool:
-    """A thread pool that runs each call at once, in the caller's thread."""
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        try:
-            result = f(*a, **kw)
-        except BaseException:
-            on_result(False, Failure())
-        else:
-            on_result(True, result)
-
-
-class InlineReactor(Clock):
-    """A Clock whose "threads" run inline, so queue logic is tested without real time."""
+class InlineReactor(SharedInlineReactor):
+    """The shared inline reactor, its clock at START, so queue logic is tested
+    without real time."""
 
     def __init__(self) -> None:
         super().__init__()
         self.advance(START)
-
-    def callFromThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
-        f(*a, **kw)
-
-    def getThreadPool(self) -> InlinePool:
-        return InlinePool()
 
 
 def names(directory: Path) -> list[str]:

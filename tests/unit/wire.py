@@ -12,12 +12,12 @@ import attrs
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
 from profiled.config import Settings, load_settings
 from profiled.drivers import Drivers
 from profiled.drivers.memory import MemoryQueue, MemoryStore
 from profiled.service import make_service
+from tests.unit.inline_reactor import InlineReactor
 
 
 @attrs.define
@@ -110,24 +110,9 @@ class Harness:
         return self.request("POST", "/v1/images", data, {"Content-Type": content_type, **headers})
 
 
-class InlineClock(Clock):
-    """A Clock whose thread pool runs each call at once, so that the local
-    driver (whose disk calls go to the reactor's pool) runs without threads."""
-
-    class Pool:
-        def callInThreadWithCallback(self, on_result, f, *a, **kw):  # type: ignore[no-untyped-def]
-            try:
-                result = f(*a, **kw)
-            except BaseException:
-                on_result(False, Failure())
-            else:
-                on_result(True, result)
-
-    def getThreadPool(self) -> Pool:
-        return self.Pool()
-
-    def callFromThread(self, f, *a, **kw):  # type: ignore[no-untyped-def]
-        f(*a, **kw)
+#: A Clock whose thread pool runs each call at once, so that the local driver
+#: (whose disk calls go to the reactor's pool) runs without threads.
+InlineClock = InlineReactor
 
 
 def make_harness(
