@@ -206,7 +206,7 @@ def _copy_in(source: BinaryIO, length: int, fd: int) -> str:
 
 
 def _etag(digest: Any) -> str:
-    """The etag of bytes from their SHA-256: the same on every driver."""
+    """The etag of bytes from their SHA-256 (as the memory store makes it; S3 has its own)."""
     return str(digest.hexdigest()[:32])
 
 
@@ -529,15 +529,12 @@ class LocalStore:
     ) -> ObjectInfo:
         data_tmp, fd = self._new_tmp()
         try:
-            try:
-                etag = _copy_in(source, length, fd)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            etag = _copy_in(source, length, fd)
         except BaseException:
+            os.close(fd)
             unlink_if_there(data_tmp)
             raise
-        return self._commit(key, data_tmp, length, etag, content_type, metadata, cache_control)
+        return self._adopt(key, data_tmp, fd, length, etag, content_type, metadata, cache_control)
 
     def _commit(
         self,
@@ -645,6 +642,8 @@ class LocalStore:
         metadata: dict[str, str],
         cache_control: str | None,
     ) -> ObjectInfo:
+        """Make the complete data file ``path`` in ``tmp/`` (open as ``fd``)
+        durable, close it, and commit it as ``key`` (``put`` ends here too)."""
         try:
             try:
                 os.fsync(fd)
